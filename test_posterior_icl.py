@@ -1,0 +1,358 @@
+"""Tests: everything is checked against a trusted reference — brute force, the paper's numbers, or the
+exact posterior itself."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from posterior_icl import (PRIORS, BarPredictive, BernoulliPredictive, Family, Prior, Transformer, bucket_borders,
+                           get_prior, load_model, make_model, posterior_gap, save_model)
+
+torch.set_num_threads(2)
+
+
+def box(n=20, h=0.2):
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    return x, h * ((x > -0.5).double() - (x > 0.5).double())
+
+
+# ------------------------------------------------------------------------------------------------
+# The exact posterior: the paper's reference values (SPEC §3) and brute force
+# ------------------------------------------------------------------------------------------------
+
+def test_sines_lines_reference_values():
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64)
+    post = PRIORS["sines_lines"].posterior(x, 0.2 * torch.sin(3 * math.pi * x) + 0.23 * x)
+    assert post.family_mass["sine"].item() == pytest.approx(0.725, abs=5e-4)
+    assert post.family_mass["sine"] + post.family_mass["line"] == pytest.approx(1.0, abs=1e-12)
+    # the paper's p(D) includes the U(-1, 1) density of the 10 x values: (1/2)^10
+    assert math.exp(post.log_evidence.item() + 10 * math.log(0.5)) == pytest.approx(6.35e-4, rel=1e-3)
+
+
+def test_steps_updown_box_reference_means():
+    x, y = box()
+    pred = PRIORS["steps_updown"].predict(x, y, torch.tensor([-0.9, 0.0, 0.9]))
+    assert pred.mean.tolist() == pytest.approx([0.070, 0.125, 0.070], abs=5e-4)
+
+
+def test_coins_reference_series():
+    coins = PRIORS["coins"]
+    got = [coins.predict(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean.item() for c in (1, 2, 4, 8, 16, 32, 64)]
+    assert got == pytest.approx([0.663, 0.746, 0.829, 0.896, 0.940, 0.966, 0.980], abs=5e-4)
+
+
+TINY = Prior("tiny", [
+    Family("bump", lambda p, x: p["h"] * torch.exp(-((x - p["c"]) / p["w"]) ** 2),
+           {"h": [-0.5, 0.3, 1.0], "c": [-0.5, 0.0, 0.5, 0.7], "w": [0.2, 0.6]}, linear=("h",)),
+    Family("line", lambda p, x: p["a"] * x + p["b"], {"a": [-1.0, 0.5], "b": [0.0, 0.2, 0.4]}, linear=("a", "b")),
+    Family("wave", lambda p, x: 0.3 * torch.sin(p["k"] * x), {"k": [1.0, 2.0, 4.0]}),
+])
+
+
+def brute_force(prior, x, y, xq, yq):
+    """Every latent evaluated one by one in numpy: log posterior weights, evidence, PPD mean/density/cdf."""
+    s = prior.noise_std
+    from math import erf
+    logs, mus = [], []
+    for fam in prior.families:
+        names = list(fam.grid)
+        for values in np.array(np.meshgrid(*[fam.grid[k].numpy() for k in names], indexing="ij")).reshape(len(names), -1).T:
+            p = {k: torch.tensor(v) for k, v in zip(names, values)}
+            f = lambda t: fam.f(p, torch.as_tensor(t, dtype=torch.float64)).numpy()
+            ll = np.sum(-0.5 * ((y - f(x)) / s) ** 2 - np.log(s * np.sqrt(2 * np.pi)))
+            logs.append(ll - np.log(len(prior.families)) - np.log(fam.size))
+            mus.append(f(xq))
+    logs, mus = np.array(logs), np.array(mus)
+    log_ev = np.log(np.sum(np.exp(logs - logs.max()))) + logs.max()
+    w = np.exp(logs - log_ev)
+    dens = np.sum(w[:, None] * np.exp(-0.5 * ((yq - mus) / s) ** 2) / (s * np.sqrt(2 * np.pi)), 0)
+    cdf = np.sum(w[:, None] * np.vectorize(lambda z: 0.5 * (1 + erf(z / np.sqrt(2))))((yq - mus) / s), 0)
+    return logs - log_ev, log_ev, w @ mus, np.log(dens), cdf
+
+
+@pytest.mark.parametrize("n_ctx", [0, 1, 6])
+def test_exact_posterior_matches_brute_force(n_ctx):
+    g = torch.Generator().manual_seed(n_ctx)
+    x, y = TINY.sample(1, n_ctx + 5, generator=g)
+    x, y = x[0].double(), y[0].double()
+    xc, yc, xq, yq = x[:n_ctx], y[:n_ctx], x[n_ctx:], y[n_ctx:]
+    log_w, log_ev, mean, log_dens, cdf = brute_force(TINY, xc.numpy(), yc.numpy(), xq.numpy(), yq.numpy())
+    post = TINY.posterior(xc, yc)
+    ours = torch.cat([post.log_weights[f.name].flatten() for f in TINY.families])   # grid order = meshgrid 'ij'
+    np.testing.assert_allclose(ours.numpy(), log_w, atol=1e-9)
+    assert post.log_evidence.item() == pytest.approx(log_ev, abs=1e-9)
+    pred = TINY.predict(xc, yc, xq)
+    np.testing.assert_allclose(pred.mean.numpy(), mean, atol=1e-10)
+    np.testing.assert_allclose(pred.log_prob(yq).numpy(), log_dens, atol=1e-9)
+    np.testing.assert_allclose(pred.cdf(yq).numpy(), cdf, atol=1e-10)
+
+
+def test_linear_shortcut_equals_plain_enumeration():
+    """Declaring parameters linear is only a speed-up: the posterior must not change."""
+    plain = Prior("plain", [Family(f.name, f.f, f.grid) for f in TINY.families])
+    x, y = TINY.sample(3, 8, generator=torch.Generator().manual_seed(1))
+    a, b = TINY.posterior(x, y), plain.posterior(x, y)
+    for f in TINY.families:
+        torch.testing.assert_close(a.log_weights[f.name], b.log_weights[f.name], atol=1e-9, rtol=0)
+
+
+def test_family_refuses_a_false_linear_claim():
+    with pytest.raises(ValueError, match="not affine"):
+        Family("bad", lambda p, x: p["a"] ** 2 * x, {"a": [0.0, 1.0]}, linear=("a",))
+
+
+def test_batched_posterior_equals_one_by_one():
+    prior = PRIORS["sines_lines"]
+    x, y = prior.sample(4, 7, generator=torch.Generator().manual_seed(2))
+    batch = prior.predict(x[:, :4], y[:, :4], x[:, 4:])
+    for i in range(4):
+        one = prior.predict(x[i, :4], y[i, :4], x[i, 4:])
+        torch.testing.assert_close(batch.mean[i], one.mean)
+        torch.testing.assert_close(batch.log_prob(y[:, 4:].double())[i], one.log_prob(y[i, 4:].double()))
+
+
+def test_pruning_keeps_the_predictive_exact():
+    x, y = box()
+    xq = torch.linspace(-1, 1, 7)
+    prior = PRIORS["steps"]
+    a, b = prior.predict(x, y, xq, prune=40), prior.predict(x, y, xq, prune=1e9)
+    yy = torch.linspace(-0.5, 0.7, 5)[:, None].expand(5, 7)
+    torch.testing.assert_close(a.log_prob(yy), b.log_prob(yy), atol=1e-9, rtol=0)
+    torch.testing.assert_close(a.cdf(yy), b.cdf(yy), atol=1e-12, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampler and posterior share one grid
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sines_lines", "steps"])
+def test_posterior_concentrates_on_the_latent_that_made_the_data(name):
+    prior = PRIORS[name]
+    fam = prior.families[-1]
+    true = {k: v[len(v) // 3] for k, v in fam.grid.items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(80, generator=g, dtype=torch.float64) * 2 - 1
+    y = fam({k: v for k, v in true.items()}, x) + prior.noise_std * torch.randn(80, generator=g, dtype=torch.float64)
+    masses = []
+    for n in (5, 20, 80):
+        lw = prior.posterior(x[:n], y[:n]).log_weights[fam.name]
+        masses.append(lw[tuple(len(v) // 3 for v in fam.grid.values())].exp().item())
+    assert masses[0] < masses[1] < masses[2]
+    assert masses[2] * prior.n_latents > 1000            # 1000× more than its prior weight, among 10⁴–10⁶
+
+
+@pytest.mark.parametrize("name, n", [("sines_lines", 3000), ("sines_phase", 3000), ("steps", 300)])
+def test_samples_follow_the_exact_prior_predictive(name, n):
+    """Probability integral transform: if the sampler draws from the grid the posterior enumerates,
+    the exact prior-predictive cdf of each sampled y (at its own x) is uniform on (0, 1)."""
+    prior = PRIORS[name]
+    x, y = prior.sample(n, 1, generator=torch.Generator().manual_seed(6))
+    exact = prior.predict(torch.zeros(0), torch.zeros(0), x[:, 0])   # empty context: n queries, one posterior
+    u = exact.cdf(y[:, 0].double()).sort().values
+    ks = (u - torch.linspace(0, 1, n, dtype=torch.float64)).abs().max().item()
+    assert ks < 1.63 / math.sqrt(n)                      # the 1% Kolmogorov–Smirnov critical value
+    assert y.double().mean().item() == pytest.approx(exact.mean.mean().item(), abs=4 * y.std().item() / math.sqrt(n))
+
+
+def test_prior_sample_shapes_and_determinism():
+    for name, prior in PRIORS.items():
+        x, y = prior.sample(5, 7, generator=torch.Generator().manual_seed(0))
+        assert x.shape == y.shape == (5, 7) and x.dtype == y.dtype == torch.float32
+        x2, y2 = prior.sample(5, 7, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(y, y2), name
+    assert set(PRIORS["coins"].sample(50, 4)[1].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_empty_context_gives_the_prior_predictive():
+    prior = PRIORS["sines_lines"]
+    pred = prior.predict(torch.zeros(0), torch.zeros(0), torch.tensor([0.0]))
+    # sines: offset mean 0.5, sin(0) = 0; lines: mean 0 at x = 0 -> prior predictive mean 0.25
+    assert pred.mean.item() == pytest.approx(0.25, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bar distribution: one density behind every method
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bar():
+    borders = bucket_borders(PRIORS["sines_lines"], n_buckets=50, n_datasets=2000)
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
+    return BarPredictive(borders.double(), logits)
+
+
+def test_borders_are_strictly_increasing_quantiles():
+    b = bucket_borders(PRIORS["sines_lines"], n_buckets=1000)
+    assert len(b) == 1001 and (b.diff() > 0).all()
+    coarse = bucket_borders(PRIORS["coins"], n_buckets=10)    # y only 0 or 1: duplicates merged
+    assert (coarse.diff() > 0).all() and len(coarse) == 2
+
+
+def test_bar_density_integrates_to_one_and_cdf_and_mean_are_its_integrals(bar):
+    y = torch.linspace(-10, 10, 4_000_001, dtype=torch.float64)[:, None]          # (V, 1) against (3,)
+    dy = (y[1] - y[0]).item()
+    dens = bar.log_prob(y).exp()                                                     # (V, 3)
+    assert torch.trapezoid(dens, dx=dy, dim=0).tolist() == pytest.approx([1, 1, 1], abs=5e-5)   # tails included
+    assert torch.trapezoid(dens * y, dx=dy, dim=0).tolist() == pytest.approx(bar.mean.tolist(), abs=1e-4)
+    c = bar.cdf(y)
+    assert (c.diff(dim=0) >= -1e-12).all() and c[0].max() < 1e-6 and c[-1].min() > 1 - 1e-6
+    integral = torch.cumulative_trapezoid(dens, dx=dy, dim=0) + c[0]
+    assert (integral - c[1:]).abs().max() < 1e-4
+
+
+def test_bar_quantile_inverts_the_cdf(bar):
+    q = torch.tensor([1e-4, 0.01, 0.3, 0.5, 0.77, 0.99, 1 - 1e-4], dtype=torch.float64)[:, None]
+    assert (bar.cdf(bar.quantile(q)) - q).abs().max() < 1e-9
+
+
+def test_bar_samples_follow_the_cdf_and_far_values_stay_finite(bar):
+    s = bar.sample(20_000, generator=torch.Generator().manual_seed(1))               # (20000, 3)
+    u = bar.cdf(s).sort(0).values
+    assert (u - torch.linspace(0, 1, 20_000, dtype=torch.float64)[:, None]).abs().max() < 0.02
+    far = bar.log_prob(torch.tensor([[-1e3], [1e3]], dtype=torch.float64))
+    assert torch.isfinite(far).all()
+
+
+def test_bucket_probs_of_the_exact_posterior_sum_to_one():
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64)
+    exact = PRIORS["sines_lines"].predict(x, 0.2 * torch.sin(3 * math.pi * x), torch.tensor([0.0, 0.5]))
+    probs = exact.bucket_probs(bucket_borders(PRIORS["sines_lines"], n_buckets=100, n_datasets=1000))
+    assert probs.shape == (2, 100) and (probs >= 0).all()
+    assert probs.sum(-1).tolist() == pytest.approx([1, 1], abs=1e-12)
+
+
+def test_exact_quantile_inverts_exact_cdf():
+    x, y = box()
+    exact = PRIORS["steps"].predict(x[:8], y[:8], torch.tensor([-0.6, 0.1]))
+    q = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)[:, None]             # (3, 1) against 2 queries
+    assert (exact.cdf(exact.quantile(q)) - q).abs().max() < 1e-9
+
+
+# ------------------------------------------------------------------------------------------------
+# The transformer: a set model whose queries are independent
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = make_model("sines_lines", n_buckets=100, d_model=64, n_layers=2)
+    for p in m.parameters():             # zero-initialised layers would hide attention: randomise all
+        torch.nn.init.normal_(p, std=0.2)
+    return m.eval()
+
+
+def test_shuffling_the_context_changes_no_prediction(model):
+    x, y = PRIORS["sines_lines"].sample(2, 12, generator=torch.Generator().manual_seed(0))
+    perm = torch.randperm(8)
+    a = model(x[:, :8], y[:, :8], x[:, 8:])
+    b = model(x[:, :8][:, perm], y[:, :8][:, perm], x[:, 8:])
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a, model(x[:, :8], y[:, :8].flip(1), x[:, 8:]), atol=1e-3)  # the context matters
+
+
+def test_queries_do_not_see_each_other(model):
+    x, y = PRIORS["sines_lines"].sample(2, 12, generator=torch.Generator().manual_seed(1))
+    xc, yc, xq = x[:, :6], y[:, :6], x[:, 6:]
+    full = model(xc, yc, xq)
+    torch.testing.assert_close(model(xc, yc, xq[:, [2]]), full[:, [2]], atol=1e-5, rtol=1e-5)        # removing
+    torch.testing.assert_close(model(xc, yc, xq.flip(1)), full.flip(1), atol=1e-5, rtol=1e-5)        # reordering
+    more = torch.cat([xq, torch.rand(2, 9) * 2 - 1], 1)                                               # adding
+    torch.testing.assert_close(model(xc, yc, more)[:, :6], full, atol=1e-5, rtol=1e-5)
+
+
+def test_empty_context_is_finite(model):
+    pred = model.predict(torch.zeros(0), torch.zeros(0), torch.linspace(-1, 1, 5))
+    assert torch.isfinite(pred.mean).all() and torch.isfinite(pred.log_prob(torch.zeros(5))).all()
+
+
+def test_model_and_exact_share_one_interface(model):
+    x, y = PRIORS["sines_lines"].sample(3, 9, generator=torch.Generator().manual_seed(2))
+    for pred in (model.predict(x[:, :4], y[:, :4], x[:, 4:]), PRIORS["sines_lines"].predict(x[:, :4], y[:, :4], x[:, 4:])):
+        assert pred.mean.shape == (3, 5)
+        assert pred.log_prob(y[:, 4:]).shape == pred.cdf(y[:, 4:]).shape == (3, 5)
+        assert pred.quantile(torch.tensor([0.1, 0.9], dtype=pred.mean.dtype)[:, None, None]).shape == (2, 3, 5)
+        assert pred.bucket_probs(torch.linspace(-2, 2, 11)).shape == (3, 5, 10)
+
+
+def test_checkpoint_round_trip_is_identical(model, tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    ckpt = torch.load(path, weights_only=True)         # plain things only: no code is unpickled
+    assert ckpt["prior"] == "sines_lines" and ckpt["config"]["d_model"] == 64
+    loaded = load_model(path)
+    x, y = PRIORS["sines_lines"].sample(2, 10, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(loaded(x[:, :5], y[:, :5], x[:, 5:]), model(x[:, :5], y[:, :5], x[:, 5:]))
+    with pytest.raises(ValueError, match="prior 'sines_lines', not 'steps'"):
+        load_model(path, prior="steps")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]     # no temporary file left behind
+
+
+def test_coin_network_gives_a_bernoulli():
+    torch.manual_seed(0)
+    m = make_model("coins", d_model=32, n_layers=1)
+    pred = m.predict(torch.zeros(3), torch.ones(3), torch.zeros(2))
+    assert isinstance(pred, BernoulliPredictive) and pred.mean.shape == (2,)
+    assert torch.isfinite(pred.log_prob(torch.tensor([0.0, 1.0]))).all()
+
+
+def test_posterior_gap_is_zero_for_the_exact_posterior_and_positive_for_a_fresh_network(model):
+    r = posterior_gap(model, PRIORS["sines_lines"], n_datasets=40, n_points=8)
+    assert r["gap"] > 0.5                               # an untrained network is far from the posterior
+    assert set(r["per_context"]) == set(range(8))
+    assert 0 <= r["head"] < 0.1                         # 100 buckets cost little
+
+    class Exact(torch.nn.Module):                       # a "network" that *is* the exact posterior
+        prior = "coins"
+
+        def predict(self, xc, yc, xq):
+            return PRIORS["coins"].predict(xc, yc, xq)
+    r = posterior_gap(Exact(), PRIORS["coins"], n_datasets=30, n_points=6)
+    assert abs(r["gap"]) < 1e-12
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: a clear ValueError that says what was wrong
+# ------------------------------------------------------------------------------------------------
+
+def test_unknown_prior_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown prior 'sine'.*sines_lines, sines_phase, steps, steps_updown, coins"):
+        get_prior("sine")
+    with pytest.raises(ValueError, match="unknown prior"):
+        make_model("nope")
+
+
+@pytest.mark.parametrize("args, message", [
+    ((torch.zeros(3), torch.zeros(4), torch.zeros(2)), "same shape"),
+    ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, 2)), "batch layout"),
+    ((torch.zeros(3), torch.zeros(3), torch.zeros(1, 2)), "batch layout"),
+    ((torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), torch.zeros(1, 1, 2)), "shape"),
+    ((torch.tensor([0.0, float("nan")]), torch.zeros(2), torch.zeros(2)), "NaN or inf"),
+    ((torch.zeros(2), torch.tensor([0.0, float("inf")]), torch.zeros(2)), "NaN or inf"),
+    ((torch.zeros(2), torch.zeros(2), torch.tensor([float("-inf")])), "NaN or inf"),
+])
+def test_bad_input_is_a_clear_error(args, message, model):
+    for predictor in (PRIORS["sines_lines"], model):
+        with pytest.raises(ValueError, match=message):
+            predictor.predict(*args)
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (torch.zeros(3), torch.zeros(4), "same shape"),
+    (torch.zeros(2, 3, 1), torch.zeros(2, 3, 1), r"shape \(N,\) for one dataset or \(B, N\)"),
+    (torch.tensor([0.0, float("nan")]), torch.zeros(2), "x contains NaN or inf"),
+    (torch.zeros(2), torch.tensor([float("inf"), 0.0]), "y contains NaN or inf"),
+    ([[0.0, "a"]], [[0.0, 1.0]], "tensor or array of numbers"),
+])
+def test_bad_posterior_input_is_a_clear_error(x, y, message):
+    with pytest.raises(ValueError, match=message):
+        PRIORS["steps"].posterior(x, y)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        PRIORS["sines_lines"].predict(torch.zeros(2), torch.zeros(2), torch.zeros(3)).log_prob(torch.zeros(4))
+
+
+def test_coin_labels_must_be_binary():
+    with pytest.raises(ValueError, match="0 or 1"):
+        PRIORS["coins"].predict(torch.zeros(2), torch.tensor([0.0, 0.5]), torch.zeros(1))
+    with pytest.raises(ValueError, match=r"y in \{0, 1\}"):
+        BernoulliPredictive(torch.tensor([0.5])).log_prob(torch.tensor([2.0]))
