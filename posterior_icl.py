@@ -647,6 +647,12 @@ class Transformer(nn.Module):
             return BarPredictive(self.borders, logits.float())
         return BernoulliPredictive((logits[..., 1] - logits[..., 0]).sigmoid())
 
+    def nll(self, logits, y):
+        """The training loss: mean negative log-likelihood of the query labels y (B, Q)."""
+        if len(self.borders):
+            return -self.predictive(logits).log_prob(y.float()).mean()
+        return F.cross_entropy(logits.float().flatten(0, -2), y.long().flatten())   # = -log p, computed stably
+
     @torch.no_grad()
     def predict(self, x_ctx, y_ctx, x_query):
         """Predictive at x_query given the context; (k,), (k,), (Q,) or batched (B, ·). Same interface as prior.predict."""

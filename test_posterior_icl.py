@@ -356,3 +356,102 @@ def test_coin_labels_must_be_binary():
         PRIORS["coins"].predict(torch.zeros(2), torch.tensor([0.0, 0.5]), torch.zeros(1))
     with pytest.raises(ValueError, match=r"y in \{0, 1\}"):
         BernoulliPredictive(torch.tensor([0.5])).log_prob(torch.tensor([2.0]))
+
+
+# ------------------------------------------------------------------------------------------------
+# train.py: endless data, exact resumption, torchrun, clear errors
+# ------------------------------------------------------------------------------------------------
+import os
+import subprocess
+import sys
+
+import train
+
+TINY_RUN = dict(prior="sines_lines", steps=16, batch_size=4, n_points=8, d_model=32, n_layers=1, n_buckets=50,
+                eval_every=0, eval_datasets=8, final_eval_datasets=16, save_every=5, progress=False, threads=2)
+
+
+def test_training_lowers_the_gap_and_writes_a_loadable_checkpoint(tmp_path):
+    out = str(tmp_path / "a.pt")
+    model, summary = train.train(**{**TINY_RUN, "steps": 200, "batch_size": 16, "out": out, "lr": 1e-2,
+                                    "final_eval_datasets": 64})
+    untrained = make_model("sines_lines", n_buckets=50, d_model=32, n_layers=1)
+    before = posterior_gap(untrained, PRIORS["sines_lines"], n_datasets=64, n_points=8, seed=12345)["gap"]
+    assert summary["gap"]["gap"] < before / 2           # 200 tiny steps already close half of the gap
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["step"] == 200 and ckpt["train_config"]["lr"] == 1e-2 and ckpt["summary"]["gap"]["gap"] > 0
+    assert torch.equal(load_model(out, prior="sines_lines").state_dict()["decoder.2.weight"],
+                       model.state_dict()["decoder.2.weight"])
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
+    straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
+    prior, calls, sample = PRIORS["sines_lines"], [0], PRIORS["sines_lines"].sample
+
+    def interrupted(*a, **k):                           # Ctrl-C in step 8, after its batch was drawn
+        out = sample(*a, **k)
+        calls[0] += 1
+        if calls[0] == 10:                              # call 1 drew the bucket borders
+            raise KeyboardInterrupt
+        return out
+    monkeypatch.setattr(prior, "sample", interrupted)
+    with pytest.raises(SystemExit):
+        train.train(**{**TINY_RUN, "out": str(tmp_path / "resumed.pt")})
+    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["step"] == 8
+    monkeypatch.setattr(prior, "sample", sample)
+    resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "resumed.pt"), "resume": True})
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_same_seed_same_run(tmp_path):
+    a, _ = train.train(**{**TINY_RUN, "steps": 6, "out": str(tmp_path / "a.pt")})
+    b, _ = train.train(**{**TINY_RUN, "steps": 6, "out": str(tmp_path / "b.pt")})
+    c, _ = train.train(**{**TINY_RUN, "steps": 6, "seed": 1, "out": str(tmp_path / "c.pt")})
+    assert torch.equal(a.decoder[2].weight, b.decoder[2].weight)
+    assert not torch.equal(a.decoder[2].weight, c.decoder[2].weight)
+
+
+def test_torchrun_two_processes(tmp_path):
+    out = tmp_path / "ddp.pt"
+    args = [f"--{k} {v}" for k, v in {**TINY_RUN, "steps": 6, "threads": 1, "out": out}.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *" ".join(args).split()]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("posterior gap") == 1                      # rank 0 alone reports
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["step"] == 6 and len(ckpt["data_rng"]) == 2         # both ranks' data streams were saved
+    assert not torch.equal(ckpt["data_rng"][0], ckpt["data_rng"][1])  # each rank samples its own data
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prior", "sine"], "unknown prior 'sine'; known priors: sines_lines"),
+    (["--preset", "huge"], "unknown preset 'huge'; known presets: sines_lines"),
+    (["--stepz", "3"], "unknown config key 'stepz'; known keys: preset, prior, steps"),
+    (["--steps", "-5"], "steps must be a positive integer"),
+    (["--batch_size", "0"], "batch_size must be a positive integer"),
+    (["--lr", "fast"], "--lr must be float; got 'fast'"),
+    (["--steps", "1.5"], "--steps must be int"),
+    (["--d_model", "100"], "d_model (100) must be a multiple of head_size (32)"),
+    (["--steps"], "--steps needs a value"),
+])
+def test_bad_config_is_a_one_line_error(argv, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_resume_with_another_priors_checkpoint_is_refused(tmp_path):
+    out = str(tmp_path / "coins.pt")
+    train.train(**{**TINY_RUN, "prior": "coins", "steps": 2, "out": out})
+    with pytest.raises(SystemExit) as e:
+        train.main(["--prior", "sines_lines", "--out", out, "--resume", "--steps", "4"])
+    assert "holds a network for prior 'coins', not 'sines_lines'" in str(e.value)
+
+
+def test_resolved_config_reaches_the_presets():
+    cfg = train.resolve_config(["--prior", "steps", "--lr", "3e-4", "--pre_norm", "false"])
+    assert cfg["preset"] == "steps" and cfg["n_points"] == train.PRESETS["steps"]["n_points"]
+    assert cfg["lr"] == 3e-4 and cfg["pre_norm"] is False and cfg["out"].endswith("steps.pt")
+    assert train.resolve_config()["n_points"] > 80       # the default network must take the 80-point E1a prompt
