@@ -644,7 +644,7 @@ class Transformer(nn.Module):
     def predictive(self, logits):
         """Turn output logits into the predictive distribution with the exact posterior's interface."""
         if len(self.borders):
-            return BarPredictive(self.borders, logits.float())
+            return BarPredictive(self.borders.to(logits.device), logits.float())
         return BernoulliPredictive((logits[..., 1] - logits[..., 0]).sigmoid())
 
     def nll(self, logits, y):
@@ -662,9 +662,9 @@ class Transformer(nn.Module):
         p = next(self.parameters())
         was_training = self.training
         self.eval()
-        logits = self(*(t.to(p.device, p.dtype) for t in (x_ctx, y_ctx, x_query)))
+        logits = self(*(t.to(p.device, p.dtype) for t in (x_ctx, y_ctx, x_query))).float().cpu()
         self.train(was_training)
-        return self.predictive(logits if batched else logits[0])
+        return self.predictive(logits if batched else logits[0])       # on the CPU, like the exact posterior
 
 
 def make_model(prior, n_buckets=1000, seed=0, **config):
@@ -767,3 +767,179 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=1234, context_
             head[k] = 0.0
     mean = lambda d: sum(d.values()) / len(d)
     return dict(gap=mean(gap), per_context=gap, head=mean(head), per_context_head=head, nll_exact=mean(nll_exact))
+
+
+# ================================================================================================
+# 7. The limits: closed forms where the posterior is undefined (E7) or itself misleads (E8, E9)
+# ================================================================================================
+#
+# The paper's second half asks where "the network approximates the posterior" stops explaining
+# things. Three small problems have a posterior in closed form, so no grid is needed:
+#   E7  tiny_mlp   the posterior exists only where the data have density; elsewhere a network's
+#                  output is not constrained by the training objective at all.
+#   E8  coin_flip  the posterior of a prior that excludes the truth converges, confidently, to the
+#                  wrong answer: the hypothesis closest to the truth in KL.
+#   E9  gp_step    the same for a smooth GP on a step: the mean overshoots, and more data make the
+#                  band narrower but not the mean right.
+
+def _check_probability(name, p):
+    """A float strictly inside (0, 1); anything else is a ValueError naming `name`."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a number in (0, 1), got {p!r}") from e
+    if not 0 < p < 1:  # also refuses NaN: every comparison with NaN is False
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {p}")
+    return p
+
+
+def _check_positive(name, v):
+    """A finite float > 0; anything else is a ValueError naming `name`."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a positive number, got {v!r}") from e
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {v}")
+    return v
+
+
+def _as_vector(name, t):
+    """A finite float64 tensor of shape (n,); anything else is a ValueError naming `name`."""
+    try:
+        t = torch.as_tensor(t, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{name} must be a 1-D tensor or array of numbers, got {type(t).__name__}") from e
+    if t.dim() != 1:
+        raise ValueError(f"{name} must have shape (n,); got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf; every value must be finite")
+    return t
+
+
+def _log_binomial_pmf(n, k, p):
+    """log Bin(k; n, p) for integer-valued float64 tensors n, k and p in (0, 1) that broadcast; -inf where k > n."""
+    p = torch.as_tensor(p, dtype=torch.float64)
+    log_coef = torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma((n - k).clamp_min(0) + 1)
+    return torch.where(k <= n, log_coef + k * p.log() + (n - k) * torch.log1p(-p), -torch.inf)
+
+
+def coin_flip_predictive(ns, p_true=0.5, support=(0.3, 0.6)):
+    """E8: the posterior predictive P(y = 1) after n flips of a p_true-coin, under an equal-weight prior on `support`.
+
+    The prior puts equal weight on each coin bias q in `support`; the truth p_true is not among
+    them. Instead of one random sequence of flips (whose curve would be noisy), the paper uses the
+    *expected* likelihood of each hypothesis over the data the true coin produces,
+        L_q(n) = Σ_k Bin(k; n, p_true) · Bin(k; n, q),      k = number of ones in n flips,
+    and the posterior p(q | n) ∝ L_q(n) (the equal prior weights cancel).
+
+    Why it converges to the wrong coin: to leading order log L_q(n) falls linearly in n, at the rate
+    min_t KL(t ‖ p_true) + KL(t ‖ q) (the sum is dominated by its largest term, a head count t·n
+    that both coins find plausible). For p_true = 0.5 that is 0.010 nats per flip for q = 0.6 and
+    0.043 for q = 0.3, so L_0.6 / L_0.3 grows like e^(0.033 n): the posterior piles onto 0.6, the
+    hypothesis closer to the truth (KL(0.5 ‖ 0.6) = 0.020 < KL(0.5 ‖ 0.3) = 0.087; a single
+    sequence's log likelihood ratio grows by their difference, 0.067 nats per flip). The predictive
+    starts at the prior's 0.45 (one flip says nothing: L_q(1) = 1/2 for every q), passes the truth
+    0.5 near n = 22 and keeps going to 0.6: beyond that, more data make the prediction *worse*, and
+    the posterior ever more certain of it.
+
+    ns:      (N,) positive integers (or one int): numbers of flips
+    p_true:  the true bias, in (0, 1)
+    support: (S,) distinct biases in (0, 1), equal prior weight each
+    Returns (predictive (N,), likelihood (N, S)), float64 (a scalar and (S,) for one int):
+    predictive[i] = Σ_q p(q | ns[i]) q and likelihood[i, s] = L_support[s](ns[i]). Computed in log
+    space (a log-sum-exp over k), so n in the thousands stays finite (L_0.3(1024) ≈ 2e-21); the
+    predictive does not even need L to be representable, since the posterior is a softmax of log L.
+    Memory: N·S·(max n + 1) float64 values.
+    """
+    ns_t = torch.as_tensor(ns, dtype=torch.float64)
+    if ns_t.dim() > 1 or ns_t.numel() == 0:
+        raise ValueError(f"ns must be one number of flips or a 1-D sequence of them; got shape {tuple(ns_t.shape)}")
+    if not torch.isfinite(ns_t).all() or (ns_t != ns_t.round()).any() or (ns_t < 1).any():
+        raise ValueError(f"ns must be positive integers (numbers of flips), got {ns_t.tolist()}")
+    p_true = _check_probability("p_true", p_true)
+    q = torch.as_tensor(support, dtype=torch.float64)
+    if q.dim() != 1 or q.numel() == 0:
+        raise ValueError(f"support must be a non-empty 1-D sequence of coin biases; got shape {tuple(q.shape)}")
+    for i, qi in enumerate(q.tolist()):
+        _check_probability(f"support[{i}]", qi)
+    if len(set(q.tolist())) != len(q):
+        raise ValueError(f"support must not repeat a bias (that would silently double its prior weight): {q.tolist()}")
+
+    n = ns_t.reshape(-1)[:, None, None]                                   # (N, 1, 1)
+    k = torch.arange(int(n.max()) + 1, dtype=torch.float64)               # (K,) head counts 0 … max n
+    log_terms = _log_binomial_pmf(n, k, p_true) + _log_binomial_pmf(n, k, q[:, None])   # (N, S, K)
+    log_lik = torch.logsumexp(log_terms, -1)                              # (N, S)
+    posterior = log_lik.softmax(-1)                                       # (N, S): p(q | n)
+    predictive = posterior @ q                                            # (N,)
+    if ns_t.dim() == 0:
+        return predictive[0], log_lik.exp()[0]
+    return predictive, log_lik.exp()
+
+
+def gp_posterior(x_train, y_train, x_test, length_scale=0.4, output_scale=1.0, noise_var=0.01):
+    """E9: exact GP regression, RBF kernel k(a, b) = output_scale · exp(-(a - b)² / (2 ℓ²)), mean 0.
+
+    This is a Bayesian posterior too, and exact: nothing is fitted (the hyperparameters are fixed
+    at the paper's values). Its prior says functions are smooth on the scale ℓ = 0.4, so it cannot
+    represent a jump; fitting one it rings like a Fourier series (Gibbs): the mean overshoots the
+    step on both sides. More data do not remove the overshoot, they only shrink the posterior std,
+    which measures uncertainty *under the prior's assumptions*: the GP becomes confidently wrong.
+    The same as E8: a posterior is only as good as its prior.
+
+    x_train: (n,), y_train: (n,), x_test: (m,); n = 0 gives the prior (mean 0, std √output_scale).
+    Returns (mean (m,), std (m,)), float64: the posterior of the latent function f at x_test.
+    The std does NOT include the observation noise; a new y at x has std √(std² + noise_var).
+
+        mean = K*ᵀ (K + σ²I)⁻¹ y,     var = k(x, x) - K*ᵀ (K + σ²I)⁻¹ K*,
+    with K = k(x_train, x_train), K* = k(x_train, x_test), solved through the Cholesky factor of
+    K + σ²I (never an explicit inverse). noise_var must be > 0: for 400 points 0.01 apart and
+    ℓ = 0.4, K alone is singular to machine precision (its smallest eigenvalue computes as
+    -3e-14, and Cholesky fails); σ²I bounds the eigenvalues below by σ².
+    """
+    x, y, xq = _as_vector("x_train", x_train), _as_vector("y_train", y_train), _as_vector("x_test", x_test)
+    if x.shape != y.shape:
+        raise ValueError(f"x_train and y_train must have the same shape; got {tuple(x.shape)} and {tuple(y.shape)}")
+    ell = _check_positive("length_scale", length_scale)
+    s2 = _check_positive("output_scale", output_scale)
+    noise = _check_positive("noise_var", noise_var)
+
+    k = lambda a, b: s2 * torch.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
+    chol = torch.linalg.cholesky(k(x, x) + noise * torch.eye(len(x), dtype=torch.float64))   # (n, n), lower
+    k_star = k(x, xq)                                                                        # (n, m)
+    mean = k_star.T @ torch.cholesky_solve(y[:, None], chol)[:, 0]                           # (m,)
+    v = torch.linalg.solve_triangular(chol, k_star, upper=False)                            # (n, m): L⁻¹K*
+    var = s2 - (v * v).sum(0)                                                                # (m,)
+    return mean, var.clamp_min(0).sqrt()        # rounding can leave var a hair below 0 where data are dense
+
+
+def tiny_mlp_posterior(x, noise_std=0.1):
+    """E7: the exact P(y = 1 | x) for y ~ Bernoulli(0.5), x = y + N(0, noise_std²).
+
+    With noise, Bayes' rule with the two Gaussian likelihoods N(x; 0, σ²) and N(x; 1, σ²) gives
+    log-odds (x² - (x - 1)²) / (2σ²) = (x - 0.5) / σ², so P(y = 1 | x) = sigmoid((x - 0.5) / σ²):
+    sigmoid(100 (x - 0.5)) for σ = 0.1, defined for every x (a Gaussian has density everywhere).
+
+    Without noise (noise_std = 0) the data are two point masses, x = 0 with y = 0 and x = 1 with
+    y = 1: P(y = 1 | x) is 0 at x = 0, 1 at x = 1, and 0/0 everywhere else, because p(x) = 0 there.
+    We return NaN there on purpose. The training loss never sees such an x, so it places no
+    constraint on what a network predicts at x = 0.5: outside the support of the data anything
+    goes, and differently seeded networks answer differently. (The σ → 0 limit of the noisy
+    answer, a step with value 0.5 at 0.5, is one choice among many, not the noiseless posterior:
+    noise of another shape gives another limit.)
+
+    x: any shape; returns float64 of the same shape.
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf; every value must be finite")
+    try:
+        noise_std = float(noise_std)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}") from e
+    if not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
+    if noise_std > 0:
+        return torch.sigmoid((x - 0.5) / noise_std**2)
+    nan = torch.full_like(x, math.nan)
+    return torch.where(x == 0, 0.0, torch.where(x == 1, 1.0, nan))

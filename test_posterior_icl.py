@@ -455,3 +455,163 @@ def test_resolved_config_reaches_the_presets():
     assert cfg["preset"] == "steps" and cfg["n_points"] == train.PRESETS["steps"]["n_points"]
     assert cfg["lr"] == 3e-4 and cfg["pre_norm"] is False and cfg["out"].endswith("steps.pt")
     assert train.resolve_config()["n_points"] > 80       # the default network must take the 80-point E1a prompt
+
+
+# ------------------------------------------------------------------------------------------------
+# The limits (E7, E8, E9): closed forms against independent computations, and figures.py
+# ------------------------------------------------------------------------------------------------
+
+import torch.nn.functional as F  # noqa: E402  (this section was appended: its imports live here)
+
+import figures  # noqa: E402
+from posterior_icl import coin_flip_predictive, gp_posterior, tiny_mlp_posterior  # noqa: E402
+
+
+def test_gp_posterior_matches_a_direct_numpy_solve():
+    rng = np.random.default_rng(0)
+    x, y, xq = rng.uniform(-2, 2, 7), rng.normal(size=7), np.array([-2.5, -0.3, 0.0, 0.41, 3.0])
+    ell, s2, noise = 0.7, 1.5, 0.05
+    k = lambda a, b: s2 * np.exp(-(a[:, None] - b[None, :]) ** 2 / (2 * ell**2))
+    K = k(x, x) + noise * np.eye(7)
+    mean = k(x, xq).T @ np.linalg.solve(K, y)
+    cov = k(xq, xq) - k(x, xq).T @ np.linalg.solve(K, k(x, xq))
+    got_mean, got_std = gp_posterior(x, y, xq, length_scale=ell, output_scale=s2, noise_var=noise)
+    assert got_mean.numpy() == pytest.approx(mean, abs=1e-10)
+    assert got_std.numpy() == pytest.approx(np.sqrt(np.diag(cov)), abs=1e-10)
+    # no data: the prior, mean 0 and std √output_scale (the std is of f: no noise in it)
+    m0, s0 = gp_posterior([], [], [0.0, 1.0], output_scale=s2)
+    assert m0.tolist() == [0.0, 0.0] and s0.numpy() == pytest.approx([math.sqrt(s2)] * 2)
+
+
+@pytest.mark.parametrize("args, kw, message", [
+    (([0.0, 1.0], [0.0], [0.5]), {}, "same shape"),
+    (([[0.0, 1.0]], [[0.0, 1.0]], [0.5]), {}, r"x_train must have shape \(n,\)"),
+    (([0.0, float("nan")], [0.0, 1.0], [0.5]), {}, "x_train contains NaN"),
+    (([0.0, 1.0], [0.0, 1.0], [float("inf")]), {}, "x_test contains NaN or inf"),
+    (([0.0, 1.0], [0.0, 1.0], [0.5]), {"noise_var": 0.0}, "noise_var must be finite and > 0"),
+    (([0.0, 1.0], [0.0, 1.0], [0.5]), {"length_scale": -0.4}, "length_scale must be finite and > 0"),
+    (([0.0, 1.0], [0.0, 1.0], [0.5]), {"output_scale": float("nan")}, "output_scale must be finite and > 0"),
+])
+def test_gp_posterior_bad_input_is_a_clear_error(args, kw, message):
+    with pytest.raises(ValueError, match=message):
+        gp_posterior(*args, **kw)
+
+
+def _coin_by_hand(n, p_true, support):
+    """Expected likelihoods and predictive by plain summation (fine for small n)."""
+    binom = lambda k, p: math.comb(n, k) * p**k * (1 - p) ** (n - k)
+    lik = [sum(binom(k, p_true) * binom(k, q) for k in range(n + 1)) for q in support]
+    return sum(l * q for l, q in zip(lik, support)) / sum(lik), lik
+
+
+@pytest.mark.parametrize("p_true, support", [(0.5, (0.3, 0.6)), (0.7, (0.1, 0.5, 0.9))])
+def test_coin_flip_predictive_matches_direct_summation(p_true, support):
+    ns = list(range(1, 13)) + [25]
+    predictive, lik = coin_flip_predictive(ns, p_true=p_true, support=support)
+    for i, n in enumerate(ns):
+        want_pred, want_lik = _coin_by_hand(n, p_true, support)
+        assert predictive[i].item() == pytest.approx(want_pred, rel=1e-12)
+        assert lik[i].tolist() == pytest.approx(want_lik, rel=1e-10)
+
+
+def test_coin_flip_predictive_goes_from_the_prior_to_the_wrong_coin():
+    predictive, lik = coin_flip_predictive([1, 1024])
+    assert predictive[0].item() == pytest.approx(0.45, abs=1e-12)   # one flip: L_q(1) = 1/2 for every q
+    assert lik[0].tolist() == pytest.approx([0.5, 0.5], abs=1e-12)
+    assert predictive[1].item() == pytest.approx(0.6, abs=1e-9)     # converged onto 0.6, not the truth 0.5
+    assert torch.isfinite(lik).all() and (lik > 0).all()            # log space: 1024 flips stay representable
+    one, lik_one = coin_flip_predictive(16)                          # one n in, one value out
+    assert one.dim() == 0 and lik_one.shape == (2,)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"ns": [0, 4]}, "positive integers"),
+    ({"ns": [2.5]}, "positive integers"),
+    ({"ns": [float("nan")]}, "positive integers"),
+    ({"ns": []}, "one number of flips or a 1-D sequence"),
+    ({"ns": [3], "p_true": 1.2}, "p_true must lie strictly between 0 and 1"),
+    ({"ns": [3], "p_true": float("nan")}, "p_true must lie strictly between 0 and 1"),
+    ({"ns": [3], "support": (0.3, 0.0)}, r"support\[1\] must lie strictly between 0 and 1"),
+    ({"ns": [3], "support": (0.3, 0.3)}, "must not repeat"),
+])
+def test_coin_flip_bad_input_is_a_clear_error(kw, message):
+    with pytest.raises(ValueError, match=message):
+        coin_flip_predictive(**kw)
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.3, 1.0])
+def test_tiny_mlp_posterior_is_bayes_rule_with_two_gaussians(noise):
+    x = np.linspace(-0.5, 1.5, 81)   # the densities stay far from underflow here for every noise
+    pdf = lambda mu: np.exp(-0.5 * ((x - mu) / noise) ** 2) / (noise * np.sqrt(2 * np.pi))
+    bayes = 0.5 * pdf(1) / (0.5 * pdf(0) + 0.5 * pdf(1))
+    assert tiny_mlp_posterior(x, noise).numpy() == pytest.approx(bayes, rel=1e-9, abs=1e-15)
+
+
+def test_tiny_mlp_posterior_without_noise_exists_only_on_the_data():
+    p = tiny_mlp_posterior(torch.tensor([0.0, 1.0, 0.5, 0.999, -3.0]), noise_std=0)
+    assert p[:2].tolist() == [0.0, 1.0] and p[2:].isnan().all()
+    for x, noise, message in [([0.5, float("nan")], 0.1, "NaN or inf"), ([0.5], -0.1, "noise_std must be finite and >= 0"),
+                              ([0.5], "a", "noise_std must be a number")]:
+        with pytest.raises(ValueError, match=message):
+            tiny_mlp_posterior(x, noise)
+
+
+def test_batched_tiny_mlps_are_independent_networks():
+    nets = figures.TinyMLPs([3, 4])
+    x = torch.randn(2, 9)
+    logits = nets(x)
+    logits.square().sum().backward()                        # any loss summed over the networks
+    for s in range(2):
+        alone = nets.member(s)
+        assert torch.allclose(alone(x[s, :, None]), logits[s], atol=1e-6)
+        alone(x[s, :, None]).square().sum().backward()
+        layers = [alone[0], alone[2], alone[4]]
+        for (w, b), layer in zip(zip(nets.params[::2], nets.params[1::2]), layers):
+            assert torch.allclose(w.grad[s], layer.weight.grad.T, atol=1e-5)    # its own loss's gradient, nothing else
+            assert torch.allclose(b.grad[s, 0], layer.bias.grad, atol=1e-5)
+    # a network is defined by its seed, not by its neighbours in the batch
+    assert torch.equal(figures.TinyMLPs([4]).params[2][0], nets.params[2][1])
+
+
+def test_noiseless_two_point_batch_gives_the_full_batch_gradient():
+    nets = figures.TinyMLPs([0])
+    x, y, w = figures.tiny_mlp_batch(0.0, 1, 1024, torch.Generator().manual_seed(1))
+    ones = round(w[0, 1].item() * 1024)
+    assert x.shape == (1, 2) and w.sum().item() == pytest.approx(1.0) and 0 < ones < 1024
+    (w * F.cross_entropy(nets(x)[0], y[0], reduction="none")).sum().backward()
+    compressed = [p.grad.clone() for p in nets.params]
+    for p in nets.params:
+        p.grad = None
+    full_y = torch.cat([torch.zeros(1024 - ones), torch.ones(ones)]).long()
+    F.cross_entropy(nets(full_y[None].float())[0], full_y).backward()       # all 1024 points, x = y
+    for a, b in zip(compressed, nets.params):
+        assert torch.allclose(a, b.grad, rtol=1e-4, atol=1e-6)     # float32 sums of 1024 terms: ~1e-6 apart
+
+
+def test_figures_fast_run_writes_files_and_keeps_other_summary_sections(tmp_path):
+    (tmp_path / "summary.md").write_text("# Figure summary\n\n## counting\n\nkept as it was\n")
+    # one thread: the fast run's tensors are too small to share, and a busy second core stalls every op
+    assert figures.main(["--fast", "--threads", "1", "--out", str(tmp_path), "coin_flip", "gp_step", "tiny_mlp"]) == 0
+    stems = ["coin_flip", "gp_step", "tiny_mlp_curves_noise0", "tiny_mlp_curves_noise0.1", "tiny_mlp_point_0.5"]
+    for stem in stems:
+        assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert figures.main(["--fast", "--threads", "1", "--out", str(tmp_path), "coin_flip"]) == 0   # remade: replaced
+    summary = (tmp_path / "summary.md").read_text()
+    for name in ("counting", "coin_flip", "gp_step", "tiny_mlp"):
+        assert summary.count(f"\n## {name}\n") == 1
+    assert "kept as it was" in summary and summary.count("**Fast run**") == 3
+    assert "| 1024 | 0.6000 |" in summary                                          # E8: the wrong coin
+    gp = summary.split("\n## gp_step\n")[1].split("\n## ")[0]
+    assert [row.split("|")[1].strip() for row in gp.splitlines() if row.startswith("| ") and row[2].isdigit()] == \
+        ["10", "20", "50", "100", "200", "400"]
+    assert "| 0.1 |" in summary.split("\n## tiny_mlp\n")[1] and "undefined" in summary
+
+
+def test_figures_command_line_names(capsys):
+    assert figures.main(["--list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == list(figures.FIGURES)
+    assert {"tiny_mlp", "coin_flip", "gp_step"} <= set(figures.FIGURES)
+    assert figures.main(["coin_flp"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"unknown figure 'coin_flp'; known figures: {', '.join(figures.FIGURES)}" in err
