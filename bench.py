@@ -1,7 +1,7 @@
 """Benchmarks a person can rerun: wall time (median of repeats) and peak memory, never in a test.
 
     python bench.py posterior        # exact posterior + PPD mean, steps_updown (8.1M latents), E4 box
-    python bench.py train            # training steps per second for the presets and the paper's size
+    python bench.py train            # seconds per training step: each preset's shapes and the paper's size
 
 Each measurement runs in a fresh subprocess so peak memory (max RSS) belongs to it alone.
 Set --threads to the cores you have; do not run two benchmarks at once.
@@ -92,7 +92,34 @@ def main():
 
 
 def train_worker(threads, repeats):
-    raise SystemExit("the training benchmark arrives with train.py")
+    """Seconds per optimizer step (median of `repeats` after 2 warm-up steps) for each preset's shapes."""
+    import torch
+    import train
+    from posterior_icl import get_prior, make_model
+    torch.set_num_threads(threads)
+    rows = []
+    for preset, n_points in [("sines_lines", 20), ("sines_lines", 100), ("sines_lines_long", 100), ("steps", 20),
+                             ("steps_updown", 30), ("coins", 100), ("paper_size", 100)]:
+        cfg = train.resolve_config(["--preset", preset])
+        torch.manual_seed(0)
+        model = make_model(cfg["prior"], n_buckets=cfg["n_buckets"], d_model=cfg["d_model"], n_layers=cfg["n_layers"],
+                           pre_norm=cfg["pre_norm"])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+        times = []
+        for i in range(repeats + 2):
+            t = time.perf_counter()
+            x, y = get_prior(cfg["prior"]).sample(cfg["batch_size"], n_points, generator=g)
+            k = n_points // 2                       # the average context size of a run
+            loss = model.nll(model(x[:, :k], y[:, :k], x[:, k:]), y[:, k:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        s = statistics.median(times[2:])
+        rows.append(f"{preset:17s} d_model={cfg['d_model']:3d} n_layers={cfg['n_layers']} batch={cfg['batch_size']:2d} "
+                    f"n_points={n_points:3d}: {s * 1000:7.1f} ms/step = {1 / s:6.2f} steps/s")
+    print(json.dumps(dict(rows=rows)))
 
 
 if __name__ == "__main__":

@@ -615,20 +615,28 @@ class Transformer(nn.Module):
     Context token = Linear_x(x) + Linear_y(y); query token = Linear_x(x). No positional encoding:
     the context is a set, and a model that knew positions could only learn spurious order effects.
     Output: logits over the bar distribution's buckets (regression) or 2 logits (coins).
+
+    count_feature (E5): softmax attention *averages* over the context, so k identical tokens give
+    exactly the same output for every k: this network cannot count. With count_feature=True every
+    token also gets an embedding of log(1 + k), the one thing averaging throws away; the variant
+    exists to show that the failure to count is the architecture's, not the training's.
     """
 
-    def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False):
+    def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,
+                 count_feature=False):
         super().__init__()
         if d_model % head_size:
             raise ValueError(f"d_model ({d_model}) must be a multiple of head_size ({head_size})")
         self.prior = prior
-        self.config = dict(d_model=d_model, n_layers=n_layers, head_size=head_size, pre_norm=pre_norm)
+        self.config = dict(d_model=d_model, n_layers=n_layers, head_size=head_size, pre_norm=pre_norm,
+                           count_feature=count_feature)
         regression = get_prior(prior).kind == "regression"
         if regression and borders is None:
             raise ValueError(f"prior {prior!r} is a regression prior: give bucket borders (see bucket_borders)")
         self.register_buffer("borders", torch.as_tensor(borders if regression else [], dtype=torch.float32))
         n_out = len(self.borders) - 1 if regression else 2
         self.embed_x, self.embed_y = nn.Linear(1, d_model), nn.Linear(1, d_model)
+        self.embed_count = nn.Linear(1, d_model) if count_feature else None
         self.blocks = nn.ModuleList(Block(d_model, head_size, pre_norm) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         self.decoder = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, n_out))
@@ -637,6 +645,8 @@ class Transformer(nn.Module):
         """(B, k), (B, k), (B, Q) -> logits (B, Q, n_outputs)."""
         ctx = self.embed_x(x_ctx[..., None]) + self.embed_y(y_ctx[..., None])       # (B, k, E)
         h = torch.cat([ctx, self.embed_x(x_query[..., None])], 1)                   # (B, k+Q, E)
+        if self.embed_count is not None:
+            h = h + self.embed_count(torch.full((1, 1, 1), math.log1p(x_ctx.shape[1]), device=h.device, dtype=h.dtype))
         for block in self.blocks:
             h = block(h, x_ctx.shape[1])
         return self.decoder(self.final_norm(h[:, x_ctx.shape[1]:]))
@@ -678,24 +688,31 @@ def make_model(prior, n_buckets=1000, seed=0, **config):
 # 5. Checkpoints: one file of plain things, written atomically
 # ================================================================================================
 
-def save_model(model, path, **extra):
-    """Write weights, borders, prior name and config (plus any plain `extra`) to `path`, atomically:
-    the file is written next to its destination and renamed over it, so a crash never leaves half a
-    checkpoint and never destroys the previous one."""
-    ckpt = dict(format="posterior-icl/1", prior=model.prior, config=model.config,
-                borders=model.borders.cpu(), state_dict={k: v.cpu() for k, v in model.state_dict().items()}, **extra)
+def atomic_write(path, write):
+    """Create `path` through write(binary file): written next to it, then renamed over it, so a crash
+    never leaves half a file and never destroys the previous one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)            # mkstemp makes it private; this is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_model(model, path, **extra):
+    """Write weights, borders, prior name and config (plus any plain `extra`) to `path`, atomically."""
+    ckpt = dict(format="posterior-icl/1", prior=model.prior, config=model.config,
+                borders=model.borders.cpu(), state_dict={k: v.cpu() for k, v in model.state_dict().items()}, **extra)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path, prior=None):

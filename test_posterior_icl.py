@@ -288,6 +288,17 @@ def test_checkpoint_round_trip_is_identical(model, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]     # no temporary file left behind
 
 
+def test_averaging_attention_cannot_count_but_the_count_feature_can():
+    """E5's claim, checked on random weights: k identical tokens give one output whatever k is."""
+    torch.manual_seed(0)
+    for count_feature, expect_constant in [(False, True), (True, False)]:
+        m = make_model("coins", d_model=32, n_layers=2, count_feature=count_feature)
+        for p in m.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        p1 = torch.stack([m.predict(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean for c in (1, 2, 8, 64)])
+        assert torch.allclose(p1, p1[0], atol=1e-5) == expect_constant, count_feature
+
+
 def test_coin_network_gives_a_bernoulli():
     torch.manual_seed(0)
     m = make_model("coins", d_model=32, n_layers=1)
@@ -454,6 +465,7 @@ def test_resolved_config_reaches_the_presets():
     cfg = train.resolve_config(["--prior", "steps", "--lr", "3e-4", "--pre_norm", "false"])
     assert cfg["preset"] == "steps" and cfg["n_points"] == train.PRESETS["steps"]["n_points"]
     assert cfg["lr"] == 3e-4 and cfg["pre_norm"] is False and cfg["out"].endswith("steps.pt")
+    assert train.resolve_config(["--preset", "sines_lines_long"])["out"].endswith("sines_lines_long.pt")
     assert train.resolve_config()["n_points"] > 80       # the default network must take the 80-point E1a prompt
 
 
@@ -615,3 +627,15 @@ def test_figures_command_line_names(capsys):
     assert figures.main(["coin_flp"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"unknown figure 'coin_flp'; known figures: {', '.join(figures.FIGURES)}" in err
+
+
+def test_counting_figure_fast(tmp_path, monkeypatch):
+    """E5 from an empty checkpoints/: trains both coin networks (tiny budgets), draws them against the exact posterior."""
+    monkeypatch.chdir(tmp_path)                          # fast networks go to ./checkpoints/fast: keep them here
+    assert figures.main(["--fast", "--threads", "1", "--out", "out", "counting"]) == 0
+    assert (tmp_path / "out" / "counting.png").exists() and (tmp_path / "checkpoints" / "fast" / "coins_counting.pt").exists()
+    rows = [r.split("|")[1:5] for r in (tmp_path / "out" / "summary.md").read_text().splitlines() if r[:3] in ("| 1", "| 2", "| 4", "| 8", "| 3", "| 6")]
+    exact, plain, counting = ([float(r[i]) for r in rows] for i in (1, 2, 3))
+    assert exact == [0.663, 0.746, 0.829, 0.896, 0.940, 0.966, 0.980]
+    assert max(plain) - min(plain) < 1e-3                # averaging attention: one answer for every c
+    assert max(counting) - min(counting) > 1e-2          # the count feature lets it move

@@ -4,7 +4,7 @@
     python train.py --prior steps                    # each prior has a preset sized for its figures
     python train.py --preset sines_lines_long        # the longer CPU preset (~25 min)
     python train.py --steps 2000 --lr 3e-4           # any config value below can be overridden
-    python train.py --resume                         # continue checkpoints/<prior>.pt where it stopped
+    python train.py --resume                         # continue checkpoints/<preset>.pt where it stopped
     torchrun --nproc_per_node=2 train.py ...         # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
 Every step draws a fresh batch from the prior: no dataset is ever seen twice, so there is nothing to
@@ -41,6 +41,7 @@ CONFIG = dict(
     n_layers=4,
     head_size=32,
     pre_norm=False,        # post-norm, as in the paper: it beat pre-norm here (README, "what we tried")
+    count_feature=False,   # E5: give every token log(1 + context size), so the network can count
     n_buckets=1000,
     seed=0,
     device="auto",         # auto: CUDA when present, else CPU
@@ -49,7 +50,7 @@ CONFIG = dict(
     eval_datasets=128,     # datasets for the periodic posterior gap
     final_eval_datasets=512,
     save_every=500,        # steps between checkpoints
-    out="",                # checkpoint path; default checkpoints/<prior>.pt
+    out="",                # checkpoint path; default checkpoints/<preset>.pt
     resume=False,
     progress=True,
 )
@@ -63,6 +64,8 @@ PRESETS = {
     "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000, short_fraction=0),   # E4 (20-point box)
     "coins": dict(prior="coins", n_points=100, steps=2000, short_fraction=0, d_model=64, n_layers=2,
                   batch_size=64),                                               # E5: contexts of up to 64 ones
+    "coins_counting": dict(prior="coins", n_points=100, steps=2000, short_fraction=0, d_model=64, n_layers=2,
+                           batch_size=64, count_feature=True),                  # E5: the same, able to count
     "paper_size": dict(prior="sines_lines", n_points=100, batch_size=64, d_model=512, n_layers=8, short_fraction=0,
                        steps=20000, lr=1e-4, warmup=0.1),                       # the paper's own size
 }
@@ -131,7 +134,7 @@ def resolve_config(argv=(), **overrides):
         raise ValueError(f"d_model ({cfg['d_model']}) must be a multiple of head_size ({cfg['head_size']})")
     if cfg["device"] not in ("auto", "cpu") and not cfg["device"].startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg['device']!r}")
-    cfg["out"] = cfg["out"] or os.path.join("checkpoints", f"{cfg['prior']}.pt")
+    cfg["out"] = cfg["out"] or os.path.join("checkpoints", f"{cfg['preset']}.pt")
     return cfg
 
 
@@ -169,7 +172,8 @@ def train(cfg=None, **overrides):
 
     torch.manual_seed(cfg["seed"])
     model = make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], d_model=cfg["d_model"],
-                       n_layers=cfg["n_layers"], head_size=cfg["head_size"], pre_norm=cfg["pre_norm"]).to(device)
+                       n_layers=cfg["n_layers"], head_size=cfg["head_size"], pre_norm=cfg["pre_norm"],
+                       count_feature=cfg["count_feature"]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     data = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank)    # each rank its own endless stream
     start, history = 0, []
