@@ -144,22 +144,742 @@ def render(name, out="figures", fast=False):
 # Networks: reuse checkpoints/<preset>.pt, or train it through train.py (with its progress bar)
 # ================================================================================================
 
-def network(preset, fast, **overrides):
+def checkpoint_path(name, fast):
+    """Where network(..., name=name) keeps its network: checkpoints/<name>.pt, fast runs checkpoints/fast/<name>.pt."""
+    return os.path.join("checkpoints", *(["fast"] if fast else []), f"{name}.pt")
+
+
+def network(preset, fast, name=None, **overrides):
     """The trained network of a train.py preset; trained first if its checkpoint is missing.
 
     A fast run trains a tiny budget into checkpoints/fast/<preset>.pt instead, so it never
-    touches (or is mistaken for) a real network.
+    touches (or is mistaken for) a real network. `name` stores a variant of a preset (another
+    seed, another budget, given as overrides) under checkpoints/[fast/]<name>.pt instead.
     """
     import train
     from posterior_icl import load_model
     if fast:
         overrides = dict(dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0), **overrides)
     cfg = train.resolve_config(["--preset", preset], **overrides)
-    cfg["out"] = os.path.join("checkpoints", "fast", f"{preset}.pt") if fast else cfg["out"]
+    cfg["out"] = checkpoint_path(name or preset, fast) if (fast or name) else cfg["out"]
     if not os.path.exists(cfg["out"]):
         print(f"training {preset} for {cfg['steps']} steps -> {cfg['out']}")
         train.train(cfg)
     return load_model(cfg["out"], prior=cfg["prior"])
+
+
+# ================================================================================================
+# E1–E4: networks against the exact posterior on one-dimensional prompts
+# ================================================================================================
+#
+# The first half of the paper shows one picture again and again: a network trained on a prior,
+# prompted with a few noise-free points, draws the same curve as the exact posterior predictive
+# mean, also on prompts that no task of the prior could have produced ("generalization"). The
+# machinery below is shared by E1–E4: a prompt, the exact and the network's means on a plotting
+# grid, the numbers that go into the summary, and the paper's standard four-panel layout.
+
+GRID = torch.linspace(-1, 1, 201, dtype=torch.float64)    # the plotted x values: step 0.01, -0.5 and 0.5 exactly
+SAMPLE_COLORS = (GREEN, RED, PURPLE, BROWN)                # prior samples, in the paper's order
+SEED_COLORS = (ORANGE, GREEN, RED, PURPLE, BROWN, PINK, GRAY, OLIVE)   # several networks in one panel
+
+
+@dataclass
+class Prompt:
+    """A noise-free prompt: n points at linspace(-1, 1, n) and their values; `label` names it in the summary."""
+    label: str
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def prompt(label, f, n=10):
+    x = torch.linspace(-1, 1, n, dtype=torch.float64)
+    return Prompt(label, x, f(x).double())
+
+
+def step(x_off, y_off, amp):
+    """The steps priors' f, strict as there: y_off, then y_off + amp for x > x_off."""
+    return lambda x: y_off + amp * (x > x_off).double()
+
+
+def sloped_sine(slope):
+    """E1's unseen composition: a sine of the sine family plus a line's slope."""
+    return lambda x: 0.2 * torch.sin(3 * math.pi * x) + slope * x
+
+
+def box(h, n=20):
+    """E4's box h·(1[x > -0.5] - 1[x > 0.5]) on n points (the paper's 20): up at -0.5, down at 0.5."""
+    return prompt(f"box h = {h}", lambda x: h * ((x > -0.5).double() - (x > 0.5).double()), n)
+
+
+@dataclass
+class Fit:
+    """One prompt, the exact posterior's and the networks' predictive means on `grid`, and the evidence.
+
+    log_evidence is log p(y | x), the x values given; the paper prints p(D) with the U(-1, 1)
+    density of the x values included, (1/2)^n · p(y | x): `paper_likelihood`.
+    """
+    prompt: Prompt
+    grid: torch.Tensor
+    exact: torch.Tensor
+    nets: list
+    log_evidence: float
+    family_mass: dict
+
+    @property
+    def paper_likelihood(self):
+        return math.exp(self.log_evidence + len(self.prompt.x) * math.log(0.5))
+
+    def errors(self, i=0):
+        """(max, mean) of abs(network i's mean - the exact mean) over the grid."""
+        d = (self.nets[i] - self.exact).abs()
+        return d.max().item(), d.mean().item()
+
+
+def compare(prior, models, p, grid=GRID):
+    """Exact posterior and each network on prompt p: their predictive means on `grid`, the evidence."""
+    post = prior.posterior(p.x, p.y)
+    return Fit(p, grid, prior.predict(p.x, p.y, grid).mean,
+               [m.predict(p.x.float(), p.y.float(), grid.float()).mean.double() for m in models],
+               post.log_evidence.item(), {k: v.item() for k, v in post.family_mass.items()})
+
+
+@dataclass
+class Run:
+    """What a figure says about one trained network: where it is, how long it trained, how close it got."""
+    model: object
+    path: str
+    steps: int
+    history: list
+    gap: dict            # posterior_gap's result, per_context keyed by int
+    planned: int = 0     # the steps its config asked for: more than `steps` if the run has not finished
+
+    def final_loss(self, fraction=0.1):
+        """Average training loss over the last `fraction` of the steps (at least the last logged window).
+
+        train.py logs (step, mean loss since the previous entry) every 50 steps and at the end; the
+        entries are weighted by the number of steps they cover.
+        """
+        total, weight, prev = 0.0, 0, 0
+        for i, (s, loss) in enumerate(self.history):
+            if s > (1 - fraction) * self.steps or i == len(self.history) - 1:
+                total, weight = total + loss * (s - prev), weight + (s - prev)
+            prev = s
+        return total / weight if weight else math.nan
+
+    def describe(self):
+        g = self.gap
+        sizes = sorted(g["per_context"])
+        head = f" (of which the output head alone {g['head']:.4f})" if g.get("head") else ""
+        unfinished = f" of {self.planned:,} (UNFINISHED run)" if self.planned > self.steps else ""
+        return (f"`{self.path}`, {self.steps:,} steps{unfinished}, training loss {self.final_loss():.3f} over the last 10% of steps: "
+                f"posterior gap {g['gap']:.4f} nats per query{head}, context sizes {sizes[0]}…{sizes[-1]}")
+
+
+# Fast runs: steps_updown's own posterior_gap at the end of training is the slow part of a fast
+# network (the empty context weighs all 8.1M latents, ~20 s a dataset): measure it on 4 datasets.
+FAST_OVERRIDES = {"steps_updown": dict(final_eval_datasets=4)}
+
+
+def trained(preset, fast, name=None, **overrides):
+    """network(...) with its checkpoint's record: a Run. The posterior gap is the one train.py measured
+    at the end of training (512 datasets for a real run); measured here if the checkpoint lacks it."""
+    from posterior_icl import load_checkpoint, posterior_gap
+    overrides = {**(FAST_OVERRIDES.get(preset, {}) if fast else {}), **overrides}
+    model = network(preset, fast, name=name, **overrides)
+    path = checkpoint_path(name or preset, fast)
+    ckpt = load_checkpoint(path)
+    gap = (ckpt.get("summary") or {}).get("gap")
+    cfg = ckpt.get("train_config", {})
+    if gap is None:                                  # a checkpoint of an unfinished or older run: measure it (64 datasets)
+        gap = posterior_gap(model, model.prior, n_datasets=64, n_points=cfg.get("n_points", 20))
+    gap = {**gap, "per_context": {int(k): v for k, v in gap["per_context"].items()}}
+    return Run(model, path, int(ckpt.get("step", 0)), [tuple(h) for h in ckpt.get("history", [])], gap,
+               int(cfg.get("steps", 0)))
+
+
+def fit_table(rows):
+    """The summary's table: one row per (prompt, network): evidence and the network's distance to the exact mean.
+
+    rows: (panel, Fit, network index, network label). Two conventions for the evidence: log p(y | x),
+    and the paper's p(D) = (1/2)^n · p(y | x), which includes the U(-1, 1) density of the x values.
+    """
+    lines = ["| panel | prompt | n | log p(y \\| x) | paper's p(D) = (1/2)^n p(y \\| x) | posterior family mass | "
+             "network | max abs(NN - exact) | mean abs(NN - exact) |", "|---|---|---|---|---|---|---|---|---|"]
+    for panel, fit, i, label in rows:
+        mass = ", ".join(f"{k} {v:.3f}" for k, v in fit.family_mass.items()) if len(fit.family_mass) > 1 else "—"
+        mx, mean = fit.errors(i)
+        lines.append(f"| {panel} | {fit.prompt.label} | {len(fit.prompt.x)} | {fit.log_evidence:.2f} | "
+                     f"{fit.paper_likelihood:.3e} | {mass} | {label} | {mx:.3f} | {mean:.4f} |")
+    return "\n".join(lines)
+
+
+def grid_note(fits):
+    g = fits[0].grid
+    return f"Means compared on the plotted grid: {len(g)} points from {g[0]:.0f} to {g[-1]:.0f}."
+
+
+# --- drawing ---------------------------------------------------------------------------------------
+
+def dot(color, label=None, ms=4):
+    return plt.Line2D([], [], color=color, marker="o", ls="none", ms=ms, label=label)
+
+
+def line(color, label=None, ls="-", lw=1.8):
+    return plt.Line2D([], [], color=color, ls=ls, lw=lw, label=label)
+
+
+def legend_entries(fig, entries, ncol=None):
+    """legend_below for (label, handle) pairs, where a handle may be a tuple: its parts are drawn side by side."""
+    from matplotlib.legend_handler import HandlerTuple
+    fig.legend([h for _, h in entries], [label for label, _ in entries], loc="outside lower center",
+               ncol=ncol or len(entries), handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
+
+
+def standard_entries(n_networks=1, prior_samples=0):
+    entries = [("Prior Samples", tuple(dot(c) for c in SAMPLE_COLORS[:prior_samples]))] if prior_samples else []
+    nets = line(NETWORK) if n_networks == 1 else tuple(line(c, lw=1.5) for c in SEED_COLORS[:n_networks])
+    return entries + [("In-Context Examples", dot("black")), ("Posterior Ground Truth", line(EXACT)),
+                      ("NN Posterior Approx." if n_networks == 1 else f"NN Posterior Approx. ({n_networks} seeds)", nets)]
+
+
+def draw_fit(ax, fit):
+    """Exact mean (blue), each network's mean (orange; several: one colour each), the context (black dots)."""
+    ax.plot(fit.grid, fit.exact, color=EXACT, lw=1.8, zorder=3)
+    for mean, color in zip(fit.nets, (NETWORK,) if len(fit.nets) == 1 else SEED_COLORS):
+        ax.plot(fit.grid, mean, color=color, lw=1.8 if len(fit.nets) == 1 else 1.3, zorder=2)
+    ax.plot(fit.prompt.x, fit.prompt.y, "o", color="black", ms=4, zorder=4)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xticks([-1, 0, 1])
+
+
+def share_y(axes, ylim=None, yticks=None):
+    """One y axis for a row of panels: drawn on the first, the others without spine or labels (the paper's look).
+
+    Without ylim the axis spans every panel's data, with a 5% margin."""
+    if ylim is None:
+        lo, hi = min(ax.dataLim.y0 for ax in axes), max(ax.dataLim.y1 for ax in axes)
+        ylim = (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
+        ax.spines["left"].set_visible(False)
+        ax.tick_params(left=False, labelleft=False)
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
+    if yticks is not None:
+        axes[0].set_yticks(yticks)
+
+
+def four_panel(prior_name, run, prompts, n_samples, ylim=None, yticks=None, sample_points=50):
+    """The paper's standard figure (E1, E2, E3): prior samples, two prompts the prior could have
+    produced, one it could not. Returns (figure, the three Fits)."""
+    from posterior_icl import PRIORS
+    prior = PRIORS[prior_name]
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.9), layout="constrained")
+    x, y = prior.sample(n_samples, sample_points, generator=torch.Generator().manual_seed(0))
+    for xs, ys, color in zip(x, y, SAMPLE_COLORS):
+        axes[0].plot(xs, ys, "o", color=color, ms=4)
+    axes[0].set(title="Prior Samples", xlim=(-1.05, 1.05), xticks=[-1, 0, 1])
+    fits = [compare(prior, [run.model], p) for p in prompts]
+    for ax, fit, title in zip(axes[1:], fits, ("Predictions on likely data", "Predictions on likely data",
+                                                "Generalization")):
+        draw_fit(ax, fit)
+        ax.set_title(title)
+    share_y(axes[1:], ylim, yticks)
+    legend_entries(fig, standard_entries(prior_samples=n_samples))
+    return fig, fits
+
+
+def four_panel_summary(what, fits, run):
+    rows = [(panel, fit, 0, "NN") for panel, fit in zip(("likely data", "likely data", "generalization"), fits)]
+    return f"{what}\n\n{fit_table(rows)}\n\n{grid_note(fits)}\nNetwork: {run.describe()}."
+
+
+# ================================================================================================
+# E1 sines_and_lines: the posterior composes what the prior only offers separately
+# ================================================================================================
+#
+# Prior: a sine with an offset, or a line; never both. Prompted with a sine or a line the network
+# draws it. Prompted with a sine *on a slope*, which no task of the prior produces, the network
+# draws a sloped sine: it looks like learning a new function class in context, but the exact
+# posterior does the same: it mixes the two families (72.5% sine, 27.5% line), and the mixture's
+# mean is a sine with an upward trend. The network's "generalization" is the posterior's.
+
+E1_SLOPE = 0.23
+
+
+@figure("sines_and_lines")
+def sines_and_lines(fast):
+    """E1: sines or lines as a prior; a sloped sine is answered by mixing the two families."""
+    run = trained("sines_lines", fast)
+    prompts = [prompt("0.2·sin(3πx)", sloped_sine(0)), prompt("0.23·x", lambda x: E1_SLOPE * x),
+               prompt("0.2·sin(3πx) + 0.23·x", sloped_sine(E1_SLOPE))]
+    fig, fits = four_panel("sines_lines", run, prompts, 4, ylim=(-0.4, 0.4), yticks=[-0.4, -0.2, 0, 0.2, 0.4])
+    return Result({"sines_and_lines": fig}, four_panel_summary(
+        "E1: prior sines_lines (a sine with an offset, or a line), prompts of 10 noise-free points.", fits, run))
+
+
+# ================================================================================================
+# E1a bad_priors_become_worse_with_more_conditioning: more data, further from the data
+# ================================================================================================
+#
+# The same sloped sine with more and more points. Each point is more evidence that the data are
+# neither a pure sine nor a line, but the posterior can only choose between the two: the sine fits
+# the wiggles and the wiggles are most of the signal, so its mass grows towards 1 and the mean
+# collapses onto a pure sine, moving *away* from the data. A posterior is only as good as its prior,
+# and a network that approximates the posterior inherits the flaw.
+
+@figure("bad_priors_become_worse_with_more_conditioning")
+def bad_priors(fast):
+    """E1a: the sloped sine with 10 … 80 points: the posterior collapses onto the pure sine."""
+    from posterior_icl import PRIORS
+    run = trained("sines_lines", fast)
+    fits = [compare(PRIORS["sines_lines"], [run.model], prompt("0.2·sin(3πx) + 0.23·x", sloped_sine(E1_SLOPE), n))
+            for n in (10, 20, 40, 80)]
+    fig, axes = plt.subplots(1, 4, figsize=(10, 2.9), layout="constrained")
+    for ax, fit in zip(axes, fits):
+        for y in (-0.2, 0, 0.2):
+            guide(ax, y)
+        draw_fit(ax, fit)
+        ax.set_title(f"{len(fit.prompt.x)} In-Context Examples")
+    share_y(axes, (-0.4, 0.4), [-0.4, -0.2, 0, 0.2, 0.4])
+    legend_entries(fig, standard_entries())
+    rows = [(f"n = {len(f.prompt.x)}", f, 0, "NN") for f in fits]
+    return Result({"bad_priors_become_worse_with_more_conditioning": fig}, f"""E1a: prior sines_lines, the sloped sine
+0.2·sin(3πx) + 0.23·x at n = 10, 20, 40, 80 points. The posterior's sine mass grows with n.
+
+{fit_table(rows)}
+
+{grid_note(fits)}
+Network: {run.describe()}.""")
+
+
+# ================================================================================================
+# E1b sines_and_lines_slope_abl: where the posterior switches, the networks disagree
+# ================================================================================================
+#
+# Between slope 0.21 and 0.28 the sloped sine becomes more line-like than sine-like for the exact
+# posterior: its mass moves from the sine family to the line family and the mean from a wiggle to
+# a straight line. Around the switch the data are unlikely under every latent (the evidence drops),
+# training rarely saw anything similar, and independently trained networks (same recipe, other
+# seeds) disagree with the posterior and with each other: the approximation is only good where
+# the prior puts mass.
+
+SLOPES = (0.21, 0.22, 0.23, 0.24, 0.25, 0.26, 0.27, 0.28)
+ABLATION_SEEDS = (0, 1, 2)       # seed 0 is the sines_lines preset's own network
+
+
+def seed_runs(fast):
+    """The sines_lines preset trained with each of ABLATION_SEEDS (seed 0: the preset's own checkpoint)."""
+    return [trained("sines_lines", fast) if s == 0 else trained("sines_lines", fast, name=f"sines_lines_seed{s}", seed=s)
+            for s in ABLATION_SEEDS]
+
+
+@figure("sines_and_lines_slope_abl")
+def slope_ablation(fast):
+    """E1b: slopes 0.21 … 0.28, several seeds: the networks part from the posterior where it switches."""
+    from posterior_icl import PRIORS
+    runs = seed_runs(fast)
+    fits = [compare(PRIORS["sines_lines"], [r.model for r in runs], prompt(f"0.2·sin(3πx) + {s}·x", sloped_sine(s)))
+            for s in SLOPES]
+    fig, axes = plt.subplots(2, 4, figsize=(10, 5.0), layout="constrained")
+    for ax, fit, s in zip(axes.flat, fits, SLOPES):
+        draw_fit(ax, fit)
+        ax.set_title(f"Modelling a slope of {s}")
+    for row in axes:
+        share_y(row, (-0.4, 0.4), [-0.4, -0.2, 0, 0.2, 0.4])
+    legend_entries(fig, standard_entries(len(runs)))
+    rows = [(f"slope {s}", fit, i, f"seed {seed}") for s, fit in zip(SLOPES, fits) for i, seed in enumerate(ABLATION_SEEDS)]
+    spread = [torch.stack(f.nets).std(0).max().item() for f in fits]
+    nets = "\n".join(f"- seed {seed}: {r.describe()}" for seed, r in zip(ABLATION_SEEDS, runs))
+    return Result({"sines_and_lines_slope_abl": fig}, f"""E1b: prior sines_lines, prompts 0.2·sin(3πx) + s·x at 10 points,
+networks of the sines_lines preset with seeds {', '.join(map(str, ABLATION_SEEDS))}.
+
+{fit_table(rows)}
+
+Disagreement between the seeds (largest standard deviation of their means over the grid), by slope:
+{', '.join(f'{s}: {d:.3f}' for s, d in zip(SLOPES, spread))}.
+{grid_note(fits)}
+
+Networks:
+{nets}""")
+
+
+# ================================================================================================
+# E1c sines_and_lines_epoch_abl: more training, closer to the posterior
+# ================================================================================================
+#
+# The slope-0.28 prompt (for the posterior already a line) for networks trained with budgets from
+# 100 to 12,800 steps, each its own run with its own full warm-up and cosine schedule (not
+# snapshots of one run). The training loss falls with the budget, and the prediction moves from
+# wiggling through the points towards the posterior's line: a lower loss on the prior means a
+# better approximation of the posterior, also on data the prior finds unlikely.
+
+def budgets(fast):
+    """Doubling training budgets, 100 … 12,800 steps; a fast run: 10 … 1,280 steps of a tiny network."""
+    return [(10 if fast else 100) * 2**i for i in range(8)]
+
+
+# a fast run's E1c networks: one layer of width 32 on 20-point datasets, so eight of them take seconds
+FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0, final_eval_datasets=8)
+
+
+@figure("sines_and_lines_epoch_abl")
+def epoch_ablation(fast):
+    """E1c: the slope-0.28 prompt after 100 … 12,800 training steps."""
+    from posterior_icl import PRIORS
+    runs = [trained("sines_lines", fast, name=f"sines_lines_steps{n}", steps=n, **(FAST_BUDGET_NET if fast else {}))
+            for n in budgets(fast)]
+    p = prompt("0.2·sin(3πx) + 0.28·x", sloped_sine(0.28))
+    fits = [compare(PRIORS["sines_lines"], [r.model], p) for r in runs]
+    fig, axes = plt.subplots(2, 4, figsize=(10, 5.0), layout="constrained")
+    for ax, fit, r in zip(axes.flat, fits, runs):
+        draw_fit(ax, fit)
+        ax.set_title(f"Training for {r.steps:,} steps\nto an average loss of {r.final_loss():.2f}")
+    for row in axes:
+        share_y(row, (-0.4, 0.4), [-0.25, 0, 0.25])
+    legend_entries(fig, standard_entries())
+    rows = [(f"{r.steps:,} steps", fit, 0, f"loss {r.final_loss():.3f}, gap {r.gap['gap']:.3f}") for fit, r in zip(fits, runs)]
+    nets = "\n".join(f"- {r.describe()}" for r in runs)
+    return Result({"sines_and_lines_epoch_abl": fig}, f"""E1c: prior sines_lines, prompt 0.2·sin(3πx) + 0.28·x at 10 points;
+one run of the sines_lines preset per budget, each with its own warm-up and cosine schedule
+(`train.py --preset sines_lines --steps N --out checkpoints/sines_lines_stepsN.pt`{', here a tiny network' if fast else ''}).
+The title's loss is the run's average training loss over its last 10% of steps.
+
+{fit_table(rows)}
+
+{grid_note(fits)}
+
+Networks:
+{nets}""")
+
+
+# ================================================================================================
+# E2 sins: an unseen frequency is answered with a flat line
+# ================================================================================================
+#
+# Prior: 0.2·sin(3πx + 2πφ), one frequency, 101 phases. Any phase is reproduced exactly. A sine
+# of another frequency, 0.2·sin(2πx), matches no phase: every latent explains it equally badly,
+# the posterior spreads over all phases, and their average is (nearly) zero: the posterior, and
+# the network with it, predict a flat line instead of "the obvious" continuation. The network
+# does not generalize to a new frequency because the posterior does not.
+
+@figure("sins")
+def sins(fast):
+    """E2: sines of one frequency; another frequency is answered with a flat line."""
+    run = trained("sines_phase", fast)
+    phase = lambda phi: (lambda x: 0.2 * torch.sin(3 * math.pi * x + 2 * math.pi * phi))
+    prompts = [prompt("0.2·sin(3πx), phase 0", phase(0)), prompt("0.2·sin(3πx + π), phase 0.5", phase(0.5)),
+               prompt("0.2·sin(2πx)", lambda x: 0.2 * torch.sin(2 * math.pi * x), 20)]
+    fig, fits = four_panel("sines_phase", run, prompts, 2, ylim=(-0.4, 0.4), yticks=[-0.4, -0.2, 0, 0.2, 0.4])
+    flat = fits[2].exact.abs().max().item()
+    return Result({"sins": fig}, four_panel_summary(
+        "E2: prior sines_phase (0.2·sin(3πx + 2πφ)), prompts of 10 points and the unseen frequency at 20.", fits, run)
+        + f"\n\nOn the unseen frequency the exact mean stays within ±{flat:.3f} of 0 (the data reach ±0.2).")
+
+
+# ================================================================================================
+# E3 steps: a line is answered with a smooth staircase
+# ================================================================================================
+#
+# Prior: steps y_off + amp·1[x > x_off] with amp ≥ 0. A step is reproduced. A line (y = 0.2x) is
+# no step, but many steps fit it roughly, each with its jump somewhere else: averaged over the
+# posterior they give a smooth, sigmoid-like curve, flat at the ends, where no single step would
+# bend. Again the network draws the posterior's curve, not a line.
+
+@figure("steps")
+def steps_figure(fast):
+    """E3: steps as a prior; a line is answered with the posterior's smooth sigmoid."""
+    run = trained("steps", fast)
+    prompts = [prompt("Step(x_off -0.2, y_off 0, amp 0.5)", step(-0.2, 0.0, 0.5)),
+               prompt("Step(x_off 0.8, y_off -0.5, amp 1.0)", step(0.8, -0.5, 1.0)),
+               prompt("line 0.2·x", lambda x: 0.2 * x)]
+    fig, fits = four_panel("steps", run, prompts, 3)
+    return Result({"steps": fig}, four_panel_summary(
+        "E3: prior steps (y_off + amp·1[x > x_off], amp ≥ 0), prompts of 10 points.", fits, run))
+
+
+# ================================================================================================
+# E4 steps_up_down_representation_is_not_enough: Bayes weighs latents, not combinations of them
+# ================================================================================================
+#
+# Prior: steps up or down (amp in [-1, 1]). The box h·(1[x > -0.5] - 1[x > 0.5]) is not a step,
+# but it is *exactly* the 50/50 average of two steps of the prior: up by 2h at -0.5 from -h, and
+# down by 2h at 0.5 from h. A learner that could mix latents to fit the data would reproduce the
+# box. Bayes does not: it weighs each latent by how well that latent *alone* explains all the
+# data, and each of the two misses half of the points by h (for h = 0.2: 20 nats of log likelihood
+# below the mix, a factor e^20). Its mean is a low blob, and so is the network's: a representation
+# that *could* express the data is not enough.
+
+
+def box_optimal_latents(h):
+    """The two latents of steps_updown (grid values) whose 50/50 mix is the box of height h, exactly.
+
+    Up:   y_off -h, amp 2h, x_off -0.5   (-h left of -0.5, h right of it)
+    Down: y_off  h, amp -2h, x_off 0.5   ( h left of 0.5, -h right of it)
+    Their average: 0 left of -0.5, h between, 0 right of 0.5: the box, with the same strict '>'.
+    Returned as {name: value} dicts with the values taken from the prior's grid (ValueError if not on it).
+    """
+    from posterior_icl import PRIORS
+    fam = PRIORS["steps_updown"].families[0]
+    on_grid = lambda name, v: fam.grid[name][(fam.grid[name] - v).abs().argmin()]
+    latents = []
+    for x_off, y_off, amp in ((-0.5, -h, 2 * h), (0.5, h, -2 * h)):
+        lat = {"x_off": on_grid("x_off", x_off), "y_off": on_grid("y_off", y_off), "amp": on_grid("amp", amp)}
+        if any(abs(lat[k].item() - v) > 1e-9 for k, v in (("x_off", x_off), ("y_off", y_off), ("amp", amp))):
+            raise ValueError(f"the box of height {h} needs a latent off the steps_updown grid: {x_off, y_off, amp}")
+        latents.append(lat)
+    return latents
+
+
+def latent_curve(latent, x):
+    from posterior_icl import PRIORS
+    return PRIORS["steps_updown"].families[0](latent, x)
+
+
+def gaussian_log_lik(y, f):
+    """log Π N(y_i; f_i, 0.1²): how well one function explains all the data."""
+    from posterior_icl import NOISE_STD
+    return (-0.5 * ((y - f) / NOISE_STD) ** 2 - math.log(NOISE_STD * math.sqrt(2 * math.pi))).sum().item()
+
+
+@figure("steps_up_down_representation_is_not_enough")
+def steps_up_down(fast):
+    """E4: a box that two latents reproduce exactly together; Bayes, and the network, predict a blob."""
+    from posterior_icl import PRIORS
+    prior, h = PRIORS["steps_updown"], 0.2
+    run = trained("steps_updown", fast)
+    p = box(h)
+    up, down = box_optimal_latents(h)
+    mix = 0.5 * (latent_curve(up, GRID) + latent_curve(down, GRID))
+    fit = compare(prior, [run.model], p)
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.1), layout="constrained")
+    axes[0].plot(GRID, mix, color=CYAN, lw=1.8, zorder=2)
+    axes[1].plot(GRID, latent_curve(up, GRID), color=GREEN, ls=":", lw=2)
+    axes[1].plot(GRID, latent_curve(down, GRID), color=RED, ls=":", lw=2)
+    axes[2].plot(GRID, fit.exact, color=EXACT, lw=1.8, zorder=3)
+    axes[2].plot(GRID, fit.nets[0], color=NETWORK, lw=1.8, zorder=2)
+    for ax, title in zip(axes, ("Prediction with the optimal latents", "Optimal latents", "Actual predictions")):
+        ax.plot(p.x, p.y, "o", color="black", ms=4, zorder=4)
+        ax.set(title=title, xlim=(-1.05, 1.05), xticks=[-1, -0.5, 0, 0.5, 1])
+    share_y(list(axes), (-0.25, 0.25), [-0.2, 0, 0.2])
+    legend_entries(fig, [("In-Context Examples", dot("black")), ("Optimal Prediction", line(CYAN)),
+                         ("Optimal Latents", (line(GREEN, ls=":", lw=2), line(RED, ls=":", lw=2))),
+                         ("Posterior Ground Truth", line(EXACT)), ("NN Posterior Approx.", line(NETWORK))], ncol=3)
+
+    # how well each candidate explains the 20 points: the mix perfectly, each latent alone badly
+    post = prior.posterior(p.x, p.y)
+    lw = post.log_weights["step"]                                       # (x_off, y_off, amp)
+    fam = prior.families[0]
+    best = torch.unravel_index(lw.argmax(), lw.shape)
+    map_latent = {k: fam.grid[k][i] for k, i in zip(fam.grid, best)}
+    describe = lambda lat: ", ".join(f"{k} {lat[k].item():.2f}" for k in ("x_off", "y_off", "amp"))
+    cands = [("the 50/50 mix (not a latent of the prior)", 0.5 * (latent_curve(up, p.x) + latent_curve(down, p.x))),
+             (f"up-step alone ({describe(up)})", latent_curve(up, p.x)),
+             (f"down-step alone ({describe(down)})", latent_curve(down, p.x)),
+             (f"the posterior's most probable latent ({describe(map_latent)})", latent_curve(map_latent, p.x))]
+    lik = "\n".join(f"| {name} | {gaussian_log_lik(p.y, f):.2f} |" for name, f in cands)
+    at = torch.tensor([-0.9, 0.0, 0.9], dtype=torch.float64)
+    e_at = prior.predict(p.x, p.y, at).mean
+    n_at = run.model.predict(p.x.float(), p.y.float(), at.float()).mean
+    return Result({"steps_up_down_representation_is_not_enough": fig}, f"""E4: prior steps_updown, the box
+0.2·(1[x > -0.5] - 1[x > 0.5]) at 20 points. The mix of the two optimal latents reproduces it exactly
+(max abs error on the 20 points {(cands[0][1] - p.y).abs().max().item():.1e}), but the posterior weighs latents one at a time:
+
+| explanation of the 20 points | log p(y \\| x, it) |
+|---|---|
+{lik}
+
+Posterior mass of the most probable latent: {lw.max().exp().item():.4f}. Exact PPD mean at x = -0.9, 0, 0.9:
+{', '.join(f'{v:.3f}' for v in e_at.tolist())} (the paper: 0.070, 0.125, 0.070); network: {', '.join(f'{v:.3f}' for v in n_at.tolist())}.
+
+{fit_table([("actual predictions", fit, 0, "NN")])}
+
+{grid_note([fit])}
+Network: {run.describe()}.""")
+
+
+# ================================================================================================
+# E4a less_likely_data_ablation: the less likely the data, the less the network follows Bayes
+# ================================================================================================
+#
+# The same box at heights 0.2 … 0.5. The taller the box, the worse every latent explains it and
+# the smaller its likelihood under the prior: p(D) falls by 16 orders of magnitude. The posterior
+# still predicts a blob (a compromise of up- and down-steps), but the network, trained on data of
+# the prior and so never on anything this unlikely, leaves the posterior and starts to fit the
+# data. Likelihoods are printed in the paper's convention, (1/2)^20 · p(y | x): the U(-1, 1)
+# density of the 20 x values included.
+
+@figure("less_likely_data_ablation")
+def less_likely_data(fast):
+    """E4a: boxes of height 0.2 … 0.5: as the data get less likely, the network leaves the posterior."""
+    from posterior_icl import PRIORS
+    run = trained("steps_updown", fast)
+    fits = [compare(PRIORS["steps_updown"], [run.model], box(h)) for h in (0.2, 0.3, 0.4, 0.5)]
+    fig, axes = plt.subplots(1, 4, figsize=(10, 3.1), layout="constrained")
+    for ax, fit in zip(axes, fits):
+        draw_fit(ax, fit)
+        ax.set_title(f"Data Likelihood: {fit.paper_likelihood:.2e}\n(1/2)$^{{{len(fit.prompt.x)}}}$ p(y | x), as the paper",
+                     fontsize=10)
+        ax.set_ylim(-0.02, 0.55)
+        ax.set_yticks([0, 0.2, 0.4])
+    legend_entries(fig, standard_entries())
+    rows = [(f"h = {h}", f, 0, "NN") for h, f in zip((0.2, 0.3, 0.4, 0.5), fits)]
+    return Result({"less_likely_data_ablation": fig}, f"""E4a: prior steps_updown, boxes h·(1[x > -0.5] - 1[x > 0.5])
+at 20 points, h = 0.2, 0.3, 0.4, 0.5. Panel titles: the paper's p(D) = (1/2)^20 · p(y | x), x density included.
+
+{fit_table(rows)}
+
+{grid_note(fits)}
+Network: {run.describe()}.""")
+
+
+# ================================================================================================
+# Beyond the paper: ppd_bands, the whole predictive distribution, not only its mean
+# ================================================================================================
+#
+# The paper compares means. The network outputs a whole distribution (1000 buckets), and so does
+# the exact posterior: here both on the four generalization prompts of E1–E4, as central 50% and
+# 90% intervals. Where the posterior is unsure (between the steps' candidate jumps, between the
+# sine and the line) its bands widen; a network that matches the mean can still be over- or
+# under-confident, and this is where it shows.
+#
+# Exact quantiles by bisection on the exact cdf, to 1e-4 (plenty for a plot; .quantile's 1e-13
+# costs 50 cdf evaluations instead of ~20). For speed the predictive drops latents below e^-20 of
+# the most probable one; the mass they held is reported (below 1e-7 on these prompts).
+
+BAND_LEVELS = (0.05, 0.25, 0.75, 0.95)
+BAND_PRUNE = 20.0
+
+
+def exact_quantiles(pred, levels, tol=1e-4):
+    """Quantiles (L, Q) of a one-dataset exact predictive (Q queries) at `levels` (L,), by bisection to `tol`."""
+    q = torch.as_tensor(levels, dtype=torch.float64)[:, None].expand(-1, pred.mean.shape[-1]).contiguous()
+    radius = 1.0
+    while True:                          # a bracket [-r, r] that holds every quantile at every query
+        c = pred.cdf(torch.stack([torch.full_like(q, -radius), torch.full_like(q, radius)]))
+        if (c[0] < q).all() and (c[1] > q).all():
+            break
+        radius *= 2
+    lo, hi = torch.full_like(q, -radius), torch.full_like(q, radius)
+    for _ in range(math.ceil(math.log2(2 * radius / tol))):
+        mid = (lo + hi) / 2
+        below = pred.cdf(mid) < q
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def band_prompts():
+    """(title, prior, preset, prompt, query points) for the generalization prompt of each of E1–E4."""
+    return [("E1: sloped sine", "sines_lines", prompt("0.2·sin(3πx) + 0.23·x", sloped_sine(E1_SLOPE)), 101),
+            ("E2: unseen frequency", "sines_phase", prompt("0.2·sin(2πx)", lambda x: 0.2 * torch.sin(2 * math.pi * x), 20), 101),
+            ("E3: a line", "steps", prompt("line 0.2·x", lambda x: 0.2 * x), 101),
+            ("E4: the box", "steps_updown", box(0.2), 41)]     # 41: the 8.1M-latent cdf is the slow part
+
+
+def draw_bands(ax, xq, quantiles, mean, color, filled):
+    """50% and 90% central intervals: filled for the exact posterior, dashed/dotted edges for the network."""
+    if filled:
+        ax.fill_between(xq, quantiles[0], quantiles[3], color=color, alpha=0.15, lw=0)
+        ax.fill_between(xq, quantiles[1], quantiles[2], color=color, alpha=0.3, lw=0)
+    else:
+        for i, ls in ((0, ":"), (1, "--"), (2, "--"), (3, ":")):
+            ax.plot(xq, quantiles[i], color=color, ls=ls, lw=1.1)
+    ax.plot(xq, mean, color=color, lw=1.8)
+
+
+@figure("ppd_bands")
+def ppd_bands(fast):
+    """Beyond the paper: exact and network predictive intervals (50%, 90%) on E1–E4's generalization prompts."""
+    from posterior_icl import PRIORS
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.1), layout="constrained")
+    rows = []
+    for ax, (title, prior_name, p, n_query) in zip(axes, band_prompts()):
+        run = trained(prior_name, fast)
+        xq = torch.linspace(-1, 1, n_query if not fast else (n_query + 1) // 4 + 1, dtype=torch.float64)
+        start = time.perf_counter()
+        exact = PRIORS[prior_name].predict(p.x, p.y, xq, prune=BAND_PRUNE)
+        kept = sum(part[2].exp().sum().item() for part in exact.parts[0])
+        eq = exact_quantiles(exact, BAND_LEVELS)
+        seconds = time.perf_counter() - start
+        net = run.model.predict(p.x.float(), p.y.float(), xq.float())
+        nq = net.quantile(torch.tensor(BAND_LEVELS)[:, None]).double()
+        draw_bands(ax, xq, eq, exact.mean, EXACT, filled=True)
+        draw_bands(ax, xq, nq, net.mean.double(), NETWORK, filled=False)
+        ax.plot(p.x, p.y, "o", color="black", ms=4, zorder=4)
+        ax.set(title=title, xlim=(-1.05, 1.05), xticks=[-1, 0, 1])
+        width = lambda qs, i, j: (qs[j] - qs[i]).mean().item()
+        rows.append(f"| {title} | {p.label} | {len(xq)} | "
+                    + " | ".join(f"{(nq[i] - eq[i]).abs().max().item():.3f}" for i in range(len(BAND_LEVELS)))
+                    + f" | {width(eq, 1, 2):.3f} / {width(nq, 1, 2):.3f} | {width(eq, 0, 3):.3f} / {width(nq, 0, 3):.3f} | "
+                    f"{1 - kept:.1e} | {seconds:.1f} |")
+    legend_entries(fig, [("In-Context Examples", dot("black")), ("Posterior Ground Truth (mean)", line(EXACT)),
+                         ("exact 50% / 90%", (plt.Rectangle((0, 0), 1, 1, color=EXACT, alpha=0.45, lw=0),
+                                              plt.Rectangle((0, 0), 1, 1, color=EXACT, alpha=0.15, lw=0))),
+                         ("NN Posterior Approx. (mean)", line(NETWORK)),
+                         ("NN 50% / 90%", (line(NETWORK, ls="--", lw=1.1), line(NETWORK, ls=":", lw=1.1)))], ncol=5)
+    return Result({"ppd_bands": fig}, """Beyond the paper: central 50% and 90% intervals of the exact PPD and of each
+prior's network on the generalization prompts of E1–E4. Largest abs(network - exact) of each quantile over
+the queries; mean interval widths, exact / network; the posterior mass dropped by pruning latents below
+e^-20 of the most probable; seconds for the exact quantiles (bisection to 1e-4).
+
+| panel | prompt | queries | q 0.05 | q 0.25 | q 0.75 | q 0.95 | 50% width | 90% width | mass dropped | exact s |
+|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(rows))
+
+
+# ================================================================================================
+# Beyond the paper: posterior_gap, how far each network is from the posterior, by context size
+# ================================================================================================
+#
+# The headline number of this project (posterior_icl.posterior_gap): NLL_network - NLL_exact on
+# data from the prior, an unbiased estimate of the expected KL from the exact PPD to the network.
+# Here per context size k, as measured by train.py at the end of training (512 datasets of the
+# prior, each k with about 512 / n_points of them: noisy per k, so averaged over bins that double
+# in width). Near 0 everywhere means the network is the posterior on the data it was trained on;
+# where the curve rises, the posterior is sharp and the network has not followed it.
+
+GAP_PRESETS = ("sines_lines", "sines_phase", "steps", "steps_updown", "coins", "coins_counting")
+GAP_BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 127))
+
+
+def binned(per_context):
+    """[(mean k, mean gap)] over GAP_BINS, each context size weighted equally; empty bins left out."""
+    out = []
+    for lo, hi in GAP_BINS:
+        ks = [k for k in per_context if lo <= k <= hi]
+        if ks:
+            out.append((sum(ks) / len(ks), sum(per_context[k] for k in ks) / len(ks)))
+    return out
+
+
+@figure("posterior_gap")
+def posterior_gap_by_context(fast):
+    """Beyond the paper: each network's gap to the exact posterior (nats per query) against context size."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    guide(ax, 0)
+    rows = []
+    for preset, color in zip(GAP_PRESETS, (BLUE, GREEN, RED, PURPLE, BROWN, PINK)):
+        run = trained(preset, fast)
+        points = binned(run.gap["per_context"])
+        ax.plot([k for k, _ in points], [g for _, g in points], "o-", color=color, ms=4, label=preset)
+        steps = f"{run.steps:,}" + (f" of {run.planned:,} (UNFINISHED)" if run.planned > run.steps else "")
+        rows.append(f"| {preset} | {steps} | {run.gap['gap']:.4f} | {run.gap.get('head', 0):.4f} | "
+                    + " | ".join(next((f"{g:.3f}" for k, g in points if lo <= k <= hi), "—") for lo, hi in GAP_BINS) + " |")
+    ax.set_xscale("symlog", linthresh=1, linscale=0.4)
+    ax.set_xticks([0, 1, 2, 4, 8, 16, 32, 64], ["0", "1", "2", "4", "8", "16", "32", "64"])
+    ax.set(xlabel="context size k (bins doubling in width)", ylabel="NLL$_{NN}$ - NLL$_{exact}$ (nats per query)",
+           title="Gap to the exact posterior")
+    ax.grid(alpha=0.3)
+    legend_below(fig, ax.get_legend_handles_labels()[0], ncol=3)
+    bins = " | ".join(f"k {lo}" if lo == hi else f"k {lo}–{hi}" for lo, hi in GAP_BINS)
+    return Result({"posterior_gap": fig}, f"""Beyond the paper: posterior_gap (NLL_network - NLL_exact per query,
+an estimate of the expected KL from the exact PPD to the network) as train.py measured it at the end of
+training, overall (context sizes weighted equally), the part the output head alone costs, and by context size.
+
+| network | steps | gap | head | {bins} |
+|---|---|---|---|{'---|' * len(GAP_BINS)}
+""" + "\n".join(rows))
 
 
 # ================================================================================================

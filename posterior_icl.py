@@ -164,7 +164,7 @@ class Prior:
         so each nonlinear setting needs only the sums r·r, Φr and ΦΦᵀ, and every coefficient
         setting then follows from one matrix product: no pass over the data per latent.
         """
-        B, n = x.shape
+        n = x.shape[1]
         basis = _basis(fam, x).transpose(0, 1)                                   # (B, T, 1+J, n)
         r, phi = y[:, None, :] - basis[:, :, 0], basis[:, :, 1:]                  # (B, T, n), (B, T, J, n)
         stats = torch.cat([(r * r).sum(-1, keepdim=True), (phi @ r[..., None])[..., 0],

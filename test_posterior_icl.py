@@ -639,3 +639,85 @@ def test_counting_figure_fast(tmp_path, monkeypatch):
     assert exact == [0.663, 0.746, 0.829, 0.896, 0.940, 0.966, 0.980]
     assert max(plain) - min(plain) < 1e-3                # averaging attention: one answer for every c
     assert max(counting) - min(counting) > 1e-2          # the count feature lets it move
+
+
+# ------------------------------------------------------------------------------------------------
+# E1–E4 figures: the networks against the exact posterior (figures.py, first half of the paper)
+# ------------------------------------------------------------------------------------------------
+
+def test_e4_optimal_latents_are_grid_latents_whose_mix_is_the_box_exactly():
+    fam = PRIORS["steps_updown"].families[0]
+    for h in (0.2, 0.3, 0.4, 0.5):
+        p = figures.box(h)
+        up, down = figures.box_optimal_latents(h)
+        for latent in (up, down):                                  # real latents of the prior, not near misses
+            assert all((fam.grid[k] == v).any() for k, v in latent.items())
+        assert up["amp"] > 0 > down["amp"]
+        for x in (p.x, figures.GRID):                              # on the prompt and everywhere in between
+            box_y = h * ((x > -0.5).double() - (x > 0.5).double())
+            mix = 0.5 * (figures.latent_curve(up, x) + figures.latent_curve(down, x))
+            assert torch.allclose(mix, box_y, rtol=0, atol=1e-12)
+        # alone, each misses the 10 points outside the box by h (the up-step: -h left, h right)
+        for latent in (up, down):
+            miss = (figures.latent_curve(latent, p.x) - p.y).abs()
+            assert ((miss - h).abs() < 1e-12).sum().item() == 10 and ((miss < 1e-12) | ((miss - h).abs() < 1e-12)).all()
+    assert len(p.x) == 20 and p.y.sum().item() == pytest.approx(10 * 0.5)          # 10 of the 20 points inside the box
+    with pytest.raises(ValueError, match="off the steps_updown grid"):
+        figures.box_optimal_latents(0.123)
+
+
+def test_e4a_data_likelihoods_are_the_papers_in_its_convention():
+    """The paper's 'Data Likelihood' titles are (1/2)^20 · p(y | x): the x density included."""
+    for h, paper in ((0.2, 5.74e-01), (0.3, 6.97e-05), (0.4, 4.89e-10), (0.5, 1.44e-16)):
+        fit = figures.compare(PRIORS["steps_updown"], [], figures.box(h))
+        assert fit.paper_likelihood == pytest.approx(paper, rel=5e-3)
+        assert fit.paper_likelihood == pytest.approx(math.exp(fit.log_evidence) / 2**20, rel=1e-12)
+
+
+def test_coarse_exact_quantiles_agree_with_the_exact_quantile():
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64)
+    pred = PRIORS["sines_lines"].predict(x, 0.2 * torch.sin(3 * math.pi * x) + 0.23 * x, torch.linspace(-1, 1, 7))
+    levels = (0.05, 0.25, 0.75, 0.95)
+    coarse = figures.exact_quantiles(pred, levels)
+    assert coarse.shape == (4, 7)
+    assert torch.allclose(coarse, pred.quantile(torch.tensor(levels, dtype=torch.float64)[:, None]), atol=1e-4)
+    assert (coarse.diff(dim=0) > 0).all()
+
+
+def test_final_loss_averages_the_last_tenth_of_the_steps_by_window_length():
+    run = figures.Run(None, "", 1000, [(50 * i, float(i)) for i in range(1, 21)], {})
+    assert run.final_loss() == pytest.approx((19 + 20) / 2)                   # entries at 950 and 1000: 50 steps each
+    short = figures.Run(None, "", 30, [(30, -0.5)], {})                        # a run shorter than one window
+    assert short.final_loss() == -0.5
+    assert figures.Run(None, "", 120, [(50, 1.0), (100, 2.0), (120, 4.0)], {}).final_loss() == pytest.approx(4.0)
+
+
+def test_first_half_figures_fast(tmp_path, monkeypatch):
+    """E1, E1a and E2 from an empty checkpoints/: tiny networks trained, figures and summary sections written."""
+    monkeypatch.chdir(tmp_path)                          # fast networks go to ./checkpoints/fast: keep them here
+    names = ["sines_and_lines", "bad_priors_become_worse_with_more_conditioning", "sins"]
+    assert figures.main(["--fast", "--threads", "1", "--out", "out"] + names) == 0
+    for stem in names:
+        assert (tmp_path / "out" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "out" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "checkpoints" / "fast" / "sines_lines.pt").exists()
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    section = {n: summary.split(f"\n## {n}\n")[1].split("\n## ")[0] for n in names}
+    rows = {n: [r.split("|")[1:-1] for r in s.splitlines() if r.startswith("| ") and r.split("|")[3].strip().isdigit()]
+            for n, s in section.items()}
+    # E1: one row per prompt; the unseen sloped sine is the paper's reference case (SPEC §3)
+    e1 = rows["sines_and_lines"]
+    assert [r[1].strip() for r in e1] == ["0.2·sin(3πx)", "0.23·x", "0.2·sin(3πx) + 0.23·x"]
+    assert float(e1[2][4]) == pytest.approx(6.35e-4, rel=1e-3) and "sine 0.725" in e1[2][5]
+    for r in e1:                                         # max >= mean >= 0, both finite numbers
+        assert float(r[7]) >= float(r[8]) >= 0
+    # E1a: the more points, the surer the posterior is of the (wrong) pure sine
+    e1a = rows["bad_priors_become_worse_with_more_conditioning"]
+    assert [int(r[2]) for r in e1a] == [10, 20, 40, 80]
+    mass = [float(r[5].split("sine")[1].split(",")[0]) for r in e1a]
+    assert mass == sorted(mass) and mass[-1] > 0.99
+    # E2: the unseen frequency gets a flat exact mean
+    flat = float(section["sins"].split("exact mean stays within ±")[1].split()[0])
+    assert flat < 0.05
+    for n in names:
+        assert "posterior gap" in section[n] and "**Fast run**" in section[n]
