@@ -1,6 +1,6 @@
 """Train a transformer on endless tasks sampled from a prior, then measure its gap to the exact posterior.
 
-    python train.py                                  # sines_lines, laptop preset, CPU (8–12 min on 2 cores)
+    python train.py                                  # sines_lines, laptop preset, CPU (10.6 min on 2 cores)
     python train.py --prior steps                    # each prior has a preset sized for its figures
     python train.py --preset sines_lines_long        # the longer CPU preset (~25–33 min, estimated)
     python train.py --steps 2000 --lr 3e-4           # any config value below can be overridden
