@@ -92,12 +92,19 @@ def figure(name):
     return register
 
 
+# The few figures the README shows, also written small into docs/ (committed) by a real run.
+README_FIGURES = ("sines_and_lines", "steps", "ppd_bands", "counting")
+
+
 def save(fig, out, stem, fast):
-    """Write <out>/<stem>.png and .pdf, stamping fast runs. Returns the two paths."""
+    """Write <out>/<stem>.png and .pdf, stamping fast runs; README figures also to docs/. Returns the paths."""
     if fast:
         fig.text(0.5, 0.5, "fast run", ha="center", va="center", rotation=20, fontsize=48,
                  color=RED, alpha=0.25, zorder=100)
     paths = [os.path.join(out, f"{stem}.{ext}") for ext in ("png", "pdf")]   # not with_suffix: stems hold dots
+    if stem in README_FIGURES and not fast:
+        os.makedirs("docs", exist_ok=True)
+        fig.savefig(os.path.join("docs", f"{stem}.png"), dpi=90)
     fig.savefig(paths[0])
     fig.savefig(paths[1], metadata={"CreationDate": None})   # no timestamp: an unchanged figure gives the same file
     plt.close(fig)
@@ -144,6 +151,12 @@ def render(name, out="figures", fast=False):
 # Networks: reuse checkpoints/<preset>.pt, or train it through train.py (with its progress bar)
 # ================================================================================================
 
+# Fast runs: tiny budgets. steps_updown's own posterior_gap at the end of training is the slow part
+# of a fast network (the empty context weighs all 8.1M latents, ~20 s a dataset): 4 datasets there.
+FAST = dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0)
+FAST_OVERRIDES = {"steps_updown": dict(final_eval_datasets=4)}
+
+
 def checkpoint_path(name, fast):
     """Where network(..., name=name) keeps its network: checkpoints/<name>.pt, fast runs checkpoints/fast/<name>.pt."""
     return os.path.join("checkpoints", *(["fast"] if fast else []), f"{name}.pt")
@@ -159,7 +172,7 @@ def network(preset, fast, name=None, **overrides):
     import train
     from posterior_icl import load_model
     if fast:
-        overrides = dict(dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0), **overrides)
+        overrides = {**FAST, **FAST_OVERRIDES.get(preset, {}), **overrides}
     cfg = train.resolve_config(["--preset", preset], **overrides)
     cfg["out"] = checkpoint_path(name or preset, fast) if (fast or name) else cfg["out"]
     if not os.path.exists(cfg["out"]):
@@ -275,16 +288,10 @@ class Run:
                 f"posterior gap {g['gap']:.4f} nats per query{head}, context sizes {sizes[0]}…{sizes[-1]}")
 
 
-# Fast runs: steps_updown's own posterior_gap at the end of training is the slow part of a fast
-# network (the empty context weighs all 8.1M latents, ~20 s a dataset): measure it on 4 datasets.
-FAST_OVERRIDES = {"steps_updown": dict(final_eval_datasets=4)}
-
-
 def trained(preset, fast, name=None, **overrides):
     """network(...) with its checkpoint's record: a Run. The posterior gap is the one train.py measured
     at the end of training (512 datasets for a real run); measured here if the checkpoint lacks it."""
     from posterior_icl import load_checkpoint, posterior_gap
-    overrides = {**(FAST_OVERRIDES.get(preset, {}) if fast else {}), **overrides}
     model = network(preset, fast, name=name, **overrides)
     path = checkpoint_path(name or preset, fast)
     ckpt = load_checkpoint(path)
@@ -1150,6 +1157,38 @@ Closed form: a fast run gives the same numbers.
 |---|---|---|---|---|
 """ + "\n".join(rows))
 
+
+
+# ================================================================================================
+# Any prompt, any prior (your own too): the picture behind every figure above, in one call
+# ================================================================================================
+
+def plot_prompt(model, x, y, path, title=None, n_query=101):
+    """Draw the exact PPD (blue, filled 50%/90% intervals) and the network's (orange, dashed/dotted)
+    on [-1, 1] given the context (x, y), both (k,); save to `path` (PNG or PDF).
+
+    The prior is the one the network was trained on (model.prior, looked up in PRIORS), so a prior
+    you registered yourself works the same. Returns the largest abs(network mean - exact mean)."""
+    from posterior_icl import PRIORS, _check_task
+    if torch.as_tensor(x).dim() != 1:
+        raise ValueError(f"plot_prompt draws one context: give x and y of shape (k,); got x of shape {tuple(torch.as_tensor(x).shape)}")
+    x, y, _, _ = _check_task(x, y, torch.zeros(1))
+    x, y = x[0], y[0]
+    prior, xq = PRIORS[model.prior], torch.linspace(-1, 1, n_query, dtype=torch.float64)
+    levels = torch.tensor(BAND_LEVELS, dtype=torch.float64)[:, None]
+    exact, net = prior.predict(x, y, xq, prune=BAND_PRUNE), model.predict(x.float(), y.float(), xq.float())
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.5, 3.4), layout="constrained")
+        draw_bands(ax, xq, exact.quantile(levels, tol=1e-4), exact.mean, EXACT, filled=True)
+        draw_bands(ax, xq, net.quantile(levels.float()).double(), net.mean.double(), NETWORK, filled=False)
+        ax.plot(x, y, "o", color="black", ms=4, zorder=4)
+        ax.set(title=title or f"prior {model.prior}, {len(x)} context points", xlim=(-1.05, 1.05))
+        legend_entries(fig, [("context", dot("black")), ("exact PPD (50%, 90%)", line(EXACT)),
+                             ("network", line(NETWORK))])
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+    return (net.mean.double() - exact.mean).abs().max().item()
 
 # ================================================================================================
 # Command line

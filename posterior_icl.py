@@ -3,11 +3,14 @@
 A reimplementation of Müller, Hollmann & Hutter (2024), "Bayes' Power for Explaining In-Context
 Learning Generalizations". The story, in the order of this file:
 
-  1. Priors        a prior is a uniform mixture of families; a family is a function on a finite
+  1. Priors and the exact posterior
+                   a prior is a uniform mixture of families; a family is a function on a finite
                    grid of latents. Sampling a task = picking a family, then a latent, then data.
-  2. The exact posterior
-                   because the grid is finite, Bayes' rule is a (large) sum: we enumerate every
+                   Because the grid is finite, Bayes' rule is a (large) sum: we enumerate every
                    latent and get the exact posterior predictive distribution (PPD).
+  2. Predictive distributions
+                   the exact PPD (a Gaussian mixture) and the network's share one interface:
+                   mean, log_prob, cdf, quantile, bucket_probs.
   3. Bar distribution
                    the network's output: a histogram over y with 1000 equal-mass buckets and
                    half-normal tails, so a finite network can put mass anywhere on the real line.
@@ -18,6 +21,7 @@ Learning Generalizations". The story, in the order of this file:
   6. The headline metric
                    posterior_gap: NLL_model - NLL_exact on data from the prior, an unbiased
                    estimate of the expected KL(exact PPD || network).
+  7. The limits    closed-form posteriors for the paper's second half (E7–E9).
 
 Shapes: B datasets, N points per dataset, k context points, Q query points, L latents.
 """
@@ -66,7 +70,7 @@ def _check_task(x_ctx, y_ctx, x_query):
 
 
 # ================================================================================================
-# 1. Priors: finite grids of latents
+# 1. Priors and the exact posterior: finite grids of latents, enumerated
 # ================================================================================================
 
 @dataclass
@@ -154,7 +158,7 @@ class Prior:
         y = y + self.noise_std * torch.randn(y.shape, generator=g, dtype=torch.float64)
         return x.float(), y.float()
 
-    # --- the exact posterior, section 2 --------------------------------------------------------
+    # --- the exact posterior: Bayes' rule as a sum over the grid --------------------------
     def _log_joint(self, fam, x, y):
         """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M), float64.
 
