@@ -98,9 +98,10 @@ def train_worker(threads, repeats):
     from posterior_icl import get_prior, make_model
     torch.set_num_threads(threads)
     rows = []
-    for preset, n_points in [("sines_lines", 20), ("sines_lines", 100), ("sines_lines_long", 100), ("steps", 20),
-                             ("steps_updown", 30), ("coins", 100), ("paper_size", 100)]:
-        cfg = train.resolve_config(["--preset", preset])
+    for preset, n_points, overrides in [("sines_lines", 20, {}), ("sines_lines", 100, {}), ("sines_lines", 20, dict(d_model=128)),
+                                        ("sines_lines", 100, dict(d_model=128)), ("steps", 20, {}), ("steps_updown", 30, {}),
+                                        ("coins", 100, {}), ("paper_size", 100, {})]:
+        cfg = train.resolve_config(["--preset", preset], **overrides)     # width 128: the paper's 4 × 128 recipe
         torch.manual_seed(0)
         model = make_model(cfg["prior"], n_buckets=cfg["n_buckets"], d_model=cfg["d_model"], n_layers=cfg["n_layers"],
                            pre_norm=cfg["pre_norm"])

@@ -214,7 +214,7 @@ class Prior:
         """The exact posterior predictive at x_query: a Gaussian mixture over the latents.
 
         Latents whose posterior weight is below e^-prune of the largest are dropped: together they
-        hold less than n_latents·e^-40 ≈ 1e-11 of the mass (for the 8.1M prior), far below anything
+        hold less than n_latents·e^-40 ≈ 4e-11 of the mass (for the 8.1M prior), far below anything
         we measure, and dropping them is what makes predictions after a few points cheap.
         """
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
@@ -316,7 +316,7 @@ class CoinPrior:
         return BernoulliPredictive(p1 if batched else p1[0])
 
 
-# The paper's priors (SPEC §2). Each family's f takes a dict of parameters and x, broadcasting.
+# The paper's priors. Each family's f takes a dict of parameters and x, broadcasting.
 def _lin(a, b, n):
     return torch.linspace(a, b, n, dtype=torch.float64)
 
