@@ -88,6 +88,28 @@ def test_exact_posterior_matches_brute_force(n_ctx):
     np.testing.assert_allclose(pred.cdf(yq).numpy(), cdf, atol=1e-10)
 
 
+STEPPY = Prior("steppy", [Family("step", lambda p, x: p["y_off"] + p["amp"] * (x > p["x_off"]),
+                                  {"x_off": torch.linspace(-1, 1, 17), "y_off": [-0.2, 0.0, 0.3], "amp": [-0.5, 0.4, 1.0]},
+                                  linear=("y_off", "amp"))])
+
+
+@pytest.mark.parametrize("n_ctx", [1, 4])
+def test_merging_latents_alike_at_the_queries_matches_brute_force(n_ctx):
+    """At 3 queries the 17 step positions fall into at most 4 groups: merged, the PPD must not change."""
+    x, y = STEPPY.sample(1, n_ctx + 3, generator=torch.Generator().manual_seed(7))
+    x, y = x[0].double(), y[0].double()
+    xc, yc, xq, yq = x[:n_ctx], y[:n_ctx], x[n_ctx:], y[n_ctx:]
+    _, _, mean, log_dens, cdf = brute_force(STEPPY, xc.numpy(), yc.numpy(), xq.numpy(), yq.numpy())
+    merged, plain = STEPPY.predict(xc, yc, xq), STEPPY.predict(xc, yc, xq, merge=False)
+    assert sum(len(p[1]) for p in merged.parts[0]) <= 4 * 9 < sum(len(p[1]) for p in plain.parts[0])   # it did merge
+    for pred in (merged, plain):
+        np.testing.assert_allclose(pred.mean.numpy(), mean, atol=1e-10)
+        np.testing.assert_allclose(pred.log_prob(yq).numpy(), log_dens, atol=1e-9)
+        np.testing.assert_allclose(pred.cdf(yq).numpy(), cdf, atol=1e-10)
+    torch.testing.assert_close(merged.quantile(torch.tensor([0.1, 0.9])[:, None]),
+                               plain.quantile(torch.tensor([0.1, 0.9])[:, None]), atol=1e-9, rtol=0)
+
+
 def test_linear_shortcut_equals_plain_enumeration():
     """Declaring parameters linear is only a speed-up: the posterior must not change."""
     plain = Prior("plain", [Family(f.name, f.f, f.grid) for f in TINY.families])
