@@ -1170,11 +1170,10 @@ def plot_prompt(model, x, y, path, title=None, n_query=101):
 
     The prior is the one the network was trained on (model.prior, looked up in PRIORS), so a prior
     you registered yourself works the same. Returns the largest abs(network mean - exact mean)."""
-    from posterior_icl import PRIORS, _check_task
-    if torch.as_tensor(x).dim() != 1:
-        raise ValueError(f"plot_prompt draws one context: give x and y of shape (k,); got x of shape {tuple(torch.as_tensor(x).shape)}")
-    x, y, _, _ = _check_task(x, y, torch.zeros(1))
-    x, y = x[0], y[0]
+    from posterior_icl import PRIORS
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if x.dim() != 1:
+        raise ValueError(f"plot_prompt draws one context: give x and y of shape (k,); got x of shape {tuple(x.shape)}")
     prior, xq = PRIORS[model.prior], torch.linspace(-1, 1, n_query, dtype=torch.float64)
     levels = torch.tensor(BAND_LEVELS, dtype=torch.float64)[:, None]
     exact, net = prior.predict(x, y, xq, prune=BAND_PRUNE), model.predict(x.float(), y.float(), xq.float())
