@@ -220,8 +220,10 @@ class Prior:
         """
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         B = x_ctx.shape[0]
-        if x_ctx.shape[1] == 0 and B > 1:  # no context: every dataset has the same posterior, the prior; store it once
-            one = self.predict(x_ctx[:1], y_ctx[:1], x_query[:1], prune, merge=False)   # (its queries differ)
+        if x_ctx.shape[1] == 0 and B > 1 and not (merge and any(_groups(f, x_query[0]) for f in self.families)):
+            # no context: every dataset has the same posterior, the prior; store it once (its queries
+            # differ, so where merging pays, each dataset is merged at its own queries below instead)
+            one = self.predict(x_ctx[:1], y_ctx[:1], x_query[:1], prune, merge=False)
             return MixturePredictive(one.parts * B, x_query, self.noise_std, batched)
         parts = [[] for _ in range(B)]
         step = max(1, 2**24 // self.n_latents)     # datasets per chunk: bounded memory for big grids
@@ -267,21 +269,29 @@ def _coefficients(fam):
     return torch.stack(list(m.values()), -1) if m else torch.zeros(1, 0, dtype=torch.float64)
 
 
+def _groups(fam, x_query):
+    """Group the nonlinear settings θ by f at the queries: (group of each θ (T,), group sizes), or None
+    where that would not shrink the mixture at least 4× (too little to pay for a pass over all latents)."""
+    if not fam.nonlinear:
+        return None
+    phi = _basis(fam, x_query[None])[:, 0].flatten(1)                         # (T, (1+J)·Q): f at the queries
+    _, group, counts = torch.unique(phi, dim=0, return_inverse=True, return_counts=True)
+    return (group, counts) if len(counts) <= len(group) // 4 else None
+
+
 def _merge_alike(fam, log_w, x_query):
     """Add up the weights of nonlinear settings θ that give the same f at every query: (T, M) -> (T, M).
 
     The PPD at the queries only sees f there, so such latents are one mixture component; exact, not
     an approximation. For the steps priors this matters: at Q queries the 201 step positions x_off
     fall into at most Q+1 groups (which queries lie right of the step), so the mixture shrinks from
-    201 · 40,401 to at most (Q+1) · 40,401 components (done when that is at most a quarter). Each
-    group's weight goes to its first member; the others get weight 0 (log -inf) and are pruned.
+    201 · 40,401 to at most (Q+1) · 40,401 components. Each group's weight goes to its first member;
+    the others get weight 0 (log -inf) and are pruned.
     """
-    if not fam.nonlinear:
+    groups = _groups(fam, x_query)
+    if groups is None:
         return log_w
-    phi = _basis(fam, x_query[None])[:, 0].flatten(1)                         # (T, (1+J)·Q): f at the queries
-    _, group, counts = torch.unique(phi, dim=0, return_inverse=True, return_counts=True)
-    if len(counts) > len(group) // 4:        # too little to merge to pay for a pass over all latents
-        return log_w
+    group, counts = groups
     top = log_w.max()
     summed = torch.zeros(len(counts), log_w.shape[1], dtype=log_w.dtype).index_add_(0, group, (log_w - top).exp())
     first = torch.full((len(counts),), len(group)).scatter_reduce_(0, group, torch.arange(len(group)), "amin")
@@ -650,22 +660,29 @@ class Transformer(nn.Module):
     exactly the same output for every k: this network cannot count. With count_feature=True every
     token also gets an embedding of log(1 + k), the one thing averaging throws away; the variant
     exists to show that the failure to count is the architecture's, not the training's.
+
+    x_freq (E2): a linear x embedding makes the first attention scores bilinear in (x*, xᵢ): enough
+    to weigh context points by distance along a line or a step, not by phase along a sine. With
+    x_freq = w the x embedding also sees sin(wπx) and cos(wπx), so attention can compare phases,
+    cos(wπ(x* − xᵢ)), from the start; the network must still infer the phase from the context.
+    Without it, a small network trained on sines_phase sits on the prior predictive for thousands
+    of steps (README, "Known problems").
     """
 
     def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,
-                 count_feature=False):
+                 count_feature=False, x_freq=0.0):
         super().__init__()
         if d_model % head_size:
             raise ValueError(f"d_model ({d_model}) must be a multiple of head_size ({head_size})")
         self.prior = prior
         self.config = dict(d_model=d_model, n_layers=n_layers, head_size=head_size, pre_norm=pre_norm,
-                           count_feature=count_feature)
+                           count_feature=count_feature, x_freq=float(x_freq))
         regression = get_prior(prior).kind == "regression"
         if regression and borders is None:
             raise ValueError(f"prior {prior!r} is a regression prior: give bucket borders (see bucket_borders)")
         self.register_buffer("borders", torch.as_tensor(borders if regression else [], dtype=torch.float32))
         n_out = len(self.borders) - 1 if regression else 2
-        self.embed_x, self.embed_y = nn.Linear(1, d_model), nn.Linear(1, d_model)
+        self.embed_x, self.embed_y = nn.Linear(3 if x_freq else 1, d_model), nn.Linear(1, d_model)
         self.embed_count = nn.Linear(1, d_model) if count_feature else None
         self.blocks = nn.ModuleList(Block(d_model, head_size, pre_norm) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
@@ -673,13 +690,18 @@ class Transformer(nn.Module):
 
     def forward(self, x_ctx, y_ctx, x_query):
         """(B, k), (B, k), (B, Q) -> logits (B, Q, n_outputs)."""
-        ctx = self.embed_x(x_ctx[..., None]) + self.embed_y(y_ctx[..., None])       # (B, k, E)
-        h = torch.cat([ctx, self.embed_x(x_query[..., None])], 1)                   # (B, k+Q, E)
+        ctx = self.embed_x(self.x_features(x_ctx)) + self.embed_y(y_ctx[..., None])   # (B, k, E)
+        h = torch.cat([ctx, self.embed_x(self.x_features(x_query))], 1)             # (B, k+Q, E)
         if self.embed_count is not None:
             h = h + self.embed_count(torch.full((1, 1, 1), math.log1p(x_ctx.shape[1]), device=h.device, dtype=h.dtype))
         for block in self.blocks:
             h = block(h, x_ctx.shape[1])
         return self.decoder(self.final_norm(h[:, x_ctx.shape[1]:]))
+
+    def x_features(self, x):
+        """(B, n) -> (B, n, 1), or (B, n, 3) with x_freq: [x, sin(wπx), cos(wπx)]."""
+        w = self.config["x_freq"] * math.pi
+        return torch.stack([x, torch.sin(w * x), torch.cos(w * x)] if w else [x], -1)
 
     def predictive(self, logits):
         """Turn output logits into the predictive distribution with the exact posterior's interface."""

@@ -110,6 +110,21 @@ def test_merging_latents_alike_at_the_queries_matches_brute_force(n_ctx):
                                plain.quantile(torch.tensor([0.1, 0.9])[:, None]), atol=1e-9, rtol=0)
 
 
+def test_empty_contexts_in_a_batch_are_merged_each_at_its_own_queries():
+    """No context: the prior, at each dataset's own queries (merged per dataset, since they differ)."""
+    x, _ = STEPPY.sample(3, 3, generator=torch.Generator().manual_seed(8))
+    x, empty = x.double(), torch.zeros(3, 0, dtype=torch.float64)
+    ys = torch.tensor([-0.4, 0.1, 0.9], dtype=torch.float64)
+    merged, plain = STEPPY.predict(empty, empty, x), STEPPY.predict(empty, empty, x, merge=False)
+    assert all(sum(len(p[1]) for p in parts) <= 4 * 9 for parts in merged.parts)      # each dataset merged
+    for b in range(3):
+        _, _, mean, log_dens, cdf = brute_force(STEPPY, np.zeros(0), np.zeros(0), x[b].numpy(), ys.numpy())
+        for pred in (merged, plain):
+            np.testing.assert_allclose(pred.mean[b].numpy(), mean, atol=1e-10)
+            np.testing.assert_allclose(pred.log_prob(ys)[b].numpy(), log_dens, atol=1e-9)
+            np.testing.assert_allclose(pred.cdf(ys)[b].numpy(), cdf, atol=1e-10)
+
+
 def test_linear_shortcut_equals_plain_enumeration():
     """Declaring parameters linear is only a speed-up: the posterior must not change."""
     plain = Prior("plain", [Family(f.name, f.f, f.grid) for f in TINY.families])
@@ -310,6 +325,21 @@ def test_checkpoint_round_trip_is_identical(model, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]     # no temporary file left behind
 
 
+def test_phase_features_reach_the_network_and_survive_a_checkpoint(tmp_path):
+    """x_freq = w: the x embedding sees [x, sin(wπx), cos(wπx)]; the setting is part of the checkpoint."""
+    torch.manual_seed(0)
+    m = make_model("sines_phase", n_buckets=50, d_model=32, n_layers=1, x_freq=3).eval()
+    x = torch.tensor([[-1.0, 0.0, 1 / 6]])
+    torch.testing.assert_close(m.x_features(x)[0], torch.tensor([[-1.0, 0.0, -1.0], [0.0, 0.0, 1.0], [1 / 6, 1.0, 0.0]]),
+                               atol=1e-6, rtol=0)
+    assert make_model("sines_phase", n_buckets=50, d_model=32, n_layers=1).x_features(x).shape == (1, 3, 1)
+    save_model(m, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.config["x_freq"] == 3.0
+    xs, ys = PRIORS["sines_phase"].sample(2, 10, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(loaded(xs[:, :5], ys[:, :5], xs[:, 5:]), m(xs[:, :5], ys[:, :5], xs[:, 5:]))
+
+
 def test_averaging_attention_cannot_count_but_the_count_feature_can():
     """E5's claim, checked on random weights: k identical tokens give one output whatever k is."""
     torch.manual_seed(0)
@@ -468,6 +498,7 @@ def test_torchrun_two_processes(tmp_path):
     (["--steps", "1.5"], "--steps must be int"),
     (["--d_model", "100"], "d_model (100) must be a multiple of head_size (32)"),
     (["--steps"], "--steps needs a value"),
+    (["--x_freq", "-3"], "x_freq must be >= 0"),
 ])
 def test_bad_config_is_a_one_line_error(argv, message):
     with pytest.raises(SystemExit) as e:

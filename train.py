@@ -42,6 +42,7 @@ CONFIG = dict(
     head_size=32,
     pre_norm=False,        # post-norm, as in the paper: it beat pre-norm here (README §8, "What made a small network converge faster")
     count_feature=False,   # E5: give every token log(1 + context size), so the network can count
+    x_freq=0.0,            # E2: w > 0 also embeds sin(wπx), cos(wπx), so attention can compare phases
     n_buckets=1000,
     seed=0,
     device="auto",         # auto: CUDA when present, else CPU
@@ -59,7 +60,8 @@ CONFIG = dict(
 PRESETS = {
     "sines_lines": dict(prior="sines_lines"),                                   # E1, E1a (80-point prompts)
     "sines_lines_long": dict(prior="sines_lines", steps=18000),                  # the same, longer: E1 closer
-    "sines_phase": dict(prior="sines_phase", n_points=30, steps=2000, short_fraction=0),      # E2 (20 points)
+    "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, short_fraction=0, d_model=64, lr=1e-3,
+                        x_freq=3.0),                                           # E2 (20 points): phase features
     "steps": dict(prior="steps", n_points=20, steps=6000, short_fraction=0),                 # E3 (10 points)
     "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000, short_fraction=0),   # E4 (20-point box)
     "coins": dict(prior="coins", n_points=100, steps=2000, short_fraction=0, d_model=64, n_layers=2,
@@ -85,7 +87,7 @@ def lr_at(step, cfg):
 # -----------------------------------------------------------------------------------------------
 POSITIVE = {"steps", "batch_size", "n_points", "short_points", "d_model", "n_layers", "head_size", "n_buckets", "final_eval_datasets",
             "eval_datasets"}
-NON_NEGATIVE = {"max_queries", "weight_decay", "grad_clip", "threads", "eval_every", "save_every"}
+NON_NEGATIVE = {"max_queries", "weight_decay", "grad_clip", "threads", "eval_every", "save_every", "x_freq"}
 
 
 def resolve_config(argv=(), **overrides):
@@ -176,7 +178,7 @@ def train(cfg=None, **overrides):
     torch.manual_seed(cfg["seed"])
     model = make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], d_model=cfg["d_model"],
                        n_layers=cfg["n_layers"], head_size=cfg["head_size"], pre_norm=cfg["pre_norm"],
-                       count_feature=cfg["count_feature"]).to(device)
+                       count_feature=cfg["count_feature"], x_freq=cfg["x_freq"]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     data = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank)    # each rank its own endless stream
     start, history = 0, []
