@@ -220,25 +220,32 @@ class Prior:
         """
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         B = x_ctx.shape[0]
-        if x_ctx.shape[1] == 0 and B > 1 and not (merge and any(_groups(f, x_query[0]) for f in self.families)):
-            # no context: every dataset has the same posterior, the prior; store it once (its queries
-            # differ, so where merging pays, each dataset is merged at its own queries below instead)
-            one = self.predict(x_ctx[:1], y_ctx[:1], x_query[:1], prune, merge=False)
-            return MixturePredictive(one.parts * B, x_query, self.noise_std, batched)
+        # No context: every dataset's posterior is the prior. Compute it once; where it is not
+        # merged (merging groups latents at each dataset's own queries), all datasets share one copy.
+        empty = x_ctx.shape[1] == 0
+        step = B if empty else max(1, 2**24 // self.n_latents)     # datasets per chunk: bounded memory
         parts = [[] for _ in range(B)]
-        step = max(1, 2**24 // self.n_latents)     # datasets per chunk: bounded memory for big grids
         for b0 in range(0, B, step):
-            joints = [self._log_joint(fam, x_ctx[b0:b0 + step], y_ctx[b0:b0 + step]) for fam in self.families]
+            rows = slice(0, 1) if empty else slice(b0, b0 + step)
+            joints = [self._log_joint(fam, x_ctx[rows], y_ctx[rows]) for fam in self.families]
             log_ev = torch.logsumexp(torch.cat([j.flatten(1) for j in joints], 1), 1)    # (b,)
             top = torch.stack([j.flatten(1).max(1).values for j in joints]).max(0).values
             for fam, j in zip(self.families, joints):
                 log_w = j - log_ev[:, None, None]                                     # (b, T, M)
                 # the mean needs only Σ_c w·[1, c] per nonlinear setting θ (f is affine in c)
                 moments = log_w.exp() @ torch.cat([torch.ones(j.shape[-1], 1).double(), _coefficients(fam)], 1)
-                for i in range(len(j)):
-                    lw = _merge_alike(fam, log_w[i], x_query[b0 + i]) if merge else log_w[i]
-                    keep = (lw.flatten() > top[i] - log_ev[i] - prune).nonzero().flatten()
-                    parts[b0 + i].append((fam, keep, lw.flatten()[keep], moments[i]))
+                shared = None
+                for i in range(b0, min(B, b0 + step)):
+                    r = 0 if empty else i - b0
+                    merged = _merge_alike(fam, log_w[r], x_query[i]) if merge else None
+                    if merged is None and shared is not None:
+                        parts[i].append(shared)
+                        continue
+                    lw = log_w[r] if merged is None else merged
+                    keep = (lw.flatten() > top[r] - log_ev[r] - prune).nonzero().flatten()
+                    parts[i].append((fam, keep, lw.flatten()[keep], moments[r]))
+                    if empty and merged is None:
+                        shared = parts[i][-1]
         return MixturePredictive(parts, x_query, self.noise_std, batched)
 
 
@@ -269,18 +276,9 @@ def _coefficients(fam):
     return torch.stack(list(m.values()), -1) if m else torch.zeros(1, 0, dtype=torch.float64)
 
 
-def _groups(fam, x_query):
-    """Group the nonlinear settings θ by f at the queries: (group of each θ (T,), group sizes), or None
-    where that would not shrink the mixture at least 4× (too little to pay for a pass over all latents)."""
-    if not fam.nonlinear:
-        return None
-    phi = _basis(fam, x_query[None])[:, 0].flatten(1)                         # (T, (1+J)·Q): f at the queries
-    _, group, counts = torch.unique(phi, dim=0, return_inverse=True, return_counts=True)
-    return (group, counts) if len(counts) <= len(group) // 4 else None
-
-
 def _merge_alike(fam, log_w, x_query):
-    """Add up the weights of nonlinear settings θ that give the same f at every query: (T, M) -> (T, M).
+    """Add up the weights of nonlinear settings θ that give the same f at every query: (T, M) -> (T, M),
+    or None where that would not shrink the mixture at least 4× (too little to pay for a pass over it).
 
     The PPD at the queries only sees f there, so such latents are one mixture component; exact, not
     an approximation. For the steps priors this matters: at Q queries the 201 step positions x_off
@@ -288,10 +286,12 @@ def _merge_alike(fam, log_w, x_query):
     201 · 40,401 to at most (Q+1) · 40,401 components. Each group's weight goes to its first member;
     the others get weight 0 (log -inf) and are pruned.
     """
-    groups = _groups(fam, x_query)
-    if groups is None:
-        return log_w
-    group, counts = groups
+    if not fam.nonlinear:
+        return None
+    phi = _basis(fam, x_query[None])[:, 0].flatten(1)                         # (T, (1+J)·Q): f at the queries
+    _, group, counts = torch.unique(phi, dim=0, return_inverse=True, return_counts=True)
+    if len(counts) > len(group) // 4:
+        return None
     top = log_w.max()
     summed = torch.zeros(len(counts), log_w.shape[1], dtype=log_w.dtype).index_add_(0, group, (log_w - top).exp())
     first = torch.full((len(counts),), len(group)).scatter_reduce_(0, group, torch.arange(len(group)), "amin")
@@ -661,8 +661,8 @@ class Transformer(nn.Module):
     token also gets an embedding of log(1 + k), the one thing averaging throws away; the variant
     exists to show that the failure to count is the architecture's, not the training's.
 
-    x_freq (E2): a linear x embedding makes the first attention scores bilinear in (x*, xᵢ): enough
-    to weigh context points by distance along a line or a step, not by phase along a sine. With
+    x_freq (E2): a linear x embedding makes the first attention scores bilinear in (x*, xᵢ), terms
+    like x*·xᵢ: enough to weigh context points by side and distance out, not by phase along a sine. With
     x_freq = w the x embedding also sees sin(wπx) and cos(wπx), so attention can compare phases,
     cos(wπ(x* − xᵢ)), from the start; the network must still infer the phase from the context.
     Without it, a small network trained on sines_phase sits on the prior predictive for thousands
@@ -776,6 +776,7 @@ def load_checkpoint(path, prior=None):
         raise ValueError(f"{path!r} is not a posterior-icl checkpoint")
     if prior is not None and ckpt["prior"] != prior:
         raise ValueError(f"{path!r} holds a network for prior {ckpt['prior']!r}, not {prior!r}")
+    ckpt["config"] = {"x_freq": 0.0, **ckpt["config"]}      # written before x_freq existed: none
     return ckpt
 
 

@@ -340,6 +340,17 @@ def test_phase_features_reach_the_network_and_survive_a_checkpoint(tmp_path):
     assert torch.equal(loaded(xs[:, :5], ys[:, :5], xs[:, 5:]), m(xs[:, :5], ys[:, :5], xs[:, 5:]))
 
 
+def test_a_checkpoint_from_before_x_freq_loads_and_resumes(tmp_path):
+    out = str(tmp_path / "old.pt")
+    train.train(**{**TINY_RUN, "steps": 2, "out": out})
+    ckpt = torch.load(out, weights_only=True)
+    del ckpt["config"]["x_freq"]                            # as written before the option existed
+    torch.save(ckpt, out)
+    assert load_model(out).config["x_freq"] == 0.0
+    train.train(**{**TINY_RUN, "steps": 4, "out": out, "resume": True})
+    assert torch.load(out, weights_only=True)["step"] == 4
+
+
 def test_averaging_attention_cannot_count_but_the_count_feature_can():
     """E5's claim, checked on random weights: k identical tokens give one output whatever k is."""
     torch.manual_seed(0)
@@ -498,7 +509,8 @@ def test_torchrun_two_processes(tmp_path):
     (["--steps", "1.5"], "--steps must be int"),
     (["--d_model", "100"], "d_model (100) must be a multiple of head_size (32)"),
     (["--steps"], "--steps needs a value"),
-    (["--x_freq", "-3"], "x_freq must be >= 0"),
+    (["--x_freq", "-3"], "x_freq must be a finite number >= 0"),
+    (["--x_freq", "inf"], "x_freq must be a finite number >= 0"),
 ])
 def test_bad_config_is_a_one_line_error(argv, message):
     with pytest.raises(SystemExit) as e:
@@ -735,6 +747,22 @@ def test_coarse_exact_quantiles_agree_with_the_exact_quantile():
     assert coarse.shape == (4, 7)
     assert torch.allclose(coarse, pred.quantile(torch.tensor(levels, dtype=torch.float64)[:, None]), atol=1e-4)
     assert (coarse.diff(dim=0) > 0).all()
+
+
+def test_e1b_and_e1c_share_their_runs_as_described(monkeypatch):
+    """E1c: 50 … 3,200 steps, then the preset's own network; E1b: seed 0 is E1c's 3,200-step run."""
+    calls = {}
+    def fake(preset, fast, name=None, **kw):
+        calls[name or preset] = kw
+        return name or preset
+    monkeypatch.setattr(figures, "trained", fake)
+    e1c = [figures.budget_run(n, False) for n in figures.budgets(False)]
+    assert e1c == [f"sines_lines_steps{50 * 2**i}" for i in range(7)] + ["sines_lines"]
+    assert calls["sines_lines"] == {} and calls["sines_lines_steps800"] == {"steps": 800}
+    assert figures.seed_runs(False) == ["sines_lines_steps3200", "sines_lines_steps3200_seed1", "sines_lines_steps3200_seed2"]
+    assert calls["sines_lines_steps3200_seed2"] == {"steps": 3200, "seed": 2}
+    assert figures.seed_runs(True) == ["sines_lines_steps640", "sines_lines_steps640_seed1", "sines_lines_steps640_seed2"]
+    assert calls["sines_lines_steps640_seed1"] == {"steps": 640, "seed": 1, **figures.FAST_BUDGET_NET}
 
 
 def test_final_loss_averages_the_last_tenth_of_the_steps_by_window_length():

@@ -129,8 +129,8 @@ def resolve_config(argv=(), **overrides):
         if not (isinstance(cfg[key], int) and cfg[key] >= 1):
             raise ValueError(f"{key} must be a positive integer; got {cfg[key]!r}")
     for key in NON_NEGATIVE:
-        if not cfg[key] >= 0:
-            raise ValueError(f"{key} must be >= 0; got {cfg[key]!r}")
+        if not (cfg[key] >= 0 and math.isfinite(cfg[key])):
+            raise ValueError(f"{key} must be a finite number >= 0; got {cfg[key]!r}")
     if not 0 <= cfg["short_fraction"] <= 1:
         raise ValueError(f"short_fraction must be in [0, 1]; got {cfg['short_fraction']}")
     if not cfg["lr"] > 0 or not 0 <= cfg["warmup"] < 1:
