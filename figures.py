@@ -379,11 +379,14 @@ def share_y(axes, ylim=None, yticks=None):
 def four_panel(prior_name, run, prompts, n_samples, ylim=None, yticks=None, sample_points=50):
     """The paper's standard figure (E1, E2, E3): prior samples, two prompts the prior could have
     produced, one it could not. Returns (figure, the three Fits)."""
-    from posterior_icl import PRIORS
+    from posterior_icl import PRIORS, Prior
     prior = PRIORS[prior_name]
     fig, axes = plt.subplots(1, 4, figsize=(10, 2.9), layout="constrained")
-    x, y = prior.sample(n_samples, sample_points, generator=torch.Generator().manual_seed(0))
-    for xs, ys, color in zip(x, y, SAMPLE_COLORS):
+    # the same number of samples from each family, so the panel shows what the prior is a mix of
+    g = torch.Generator().manual_seed(0)
+    fams = [prior.families[i % len(prior.families)] for i in range(n_samples)]
+    x, y = zip(*[Prior(prior.name, [fam], prior.noise_std).sample(1, sample_points, generator=g) for fam in fams])
+    for xs, ys, color in zip(torch.cat(x), torch.cat(y), SAMPLE_COLORS):
         axes[0].plot(xs, ys, "o", color=color, ms=4)
     axes[0].set(title="Prior Samples", xlim=(-1.05, 1.05), xticks=[-1, 0, 1])
     fits = [compare(prior, [run.model], p) for p in prompts]
