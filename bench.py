@@ -95,7 +95,7 @@ def train_worker(threads, repeats):
     """Seconds per optimizer step (median of `repeats` after 2 warm-up steps) for each preset's shapes."""
     import torch
     import train
-    from posterior_icl import get_prior, make_model
+    from posterior_icl import get_prior
     torch.set_num_threads(threads)
     rows = []
     for preset, n_points, overrides in [("sines_lines", 20, {}), ("sines_lines", 100, {}), ("sines_lines", 20, dict(d_model=128)),
@@ -103,8 +103,7 @@ def train_worker(threads, repeats):
                                         ("coins", 100, {}), ("paper_size", 100, {})]:
         cfg = train.resolve_config(["--preset", preset], **overrides)     # width 128: the paper's 4 × 128 recipe
         torch.manual_seed(0)
-        model = make_model(cfg["prior"], n_buckets=cfg["n_buckets"], d_model=cfg["d_model"], n_layers=cfg["n_layers"],
-                           pre_norm=cfg["pre_norm"])
+        model = train.build_model(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(0)
         times = []

@@ -158,6 +158,14 @@ def _parse(key, text):
 # -----------------------------------------------------------------------------------------------
 # Training
 # -----------------------------------------------------------------------------------------------
+ARCHITECTURE = ("d_model", "n_layers", "head_size", "pre_norm", "count_feature", "x_freq")
+
+
+def build_model(cfg):
+    """The fresh network a resolved config describes (its prior's bucket borders, seeded)."""
+    return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **{k: cfg[k] for k in ARCHITECTURE})
+
+
 def train(cfg=None, **overrides):
     """Train a network for cfg (a resolved config, or overrides of the defaults). Returns (model, summary)."""
     cfg = resolve_config(**overrides) if cfg is None else {**cfg, **overrides}
@@ -176,9 +184,7 @@ def train(cfg=None, **overrides):
     prior = get_prior(cfg["prior"])
 
     torch.manual_seed(cfg["seed"])
-    model = make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], d_model=cfg["d_model"],
-                       n_layers=cfg["n_layers"], head_size=cfg["head_size"], pre_norm=cfg["pre_norm"],
-                       count_feature=cfg["count_feature"], x_freq=cfg["x_freq"]).to(device)
+    model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     data = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank)    # each rank its own endless stream
     start, history = 0, []
