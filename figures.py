@@ -178,7 +178,13 @@ def network(preset, fast, name=None, **overrides):
     if not os.path.exists(cfg["out"]):
         print(f"training {preset} for {cfg['steps']} steps -> {cfg['out']}")
         train.train(cfg)
-    return load_model(cfg["out"], prior=cfg["prior"])
+    model = load_model(cfg["out"], prior=cfg["prior"])
+    wanted = {k: cfg[k] for k in train.ARCHITECTURE}
+    if model.config != wanted:                      # e.g. trained before the preset changed: used as it is, never overwritten
+        differ = ", ".join(f"{k}={model.config.get(k)} (preset: {v})" for k, v in wanted.items() if model.config.get(k) != v)
+        print(f"note: {cfg['out']} is not the {preset} preset's architecture ({differ}); "
+              f"drawing it as it is; delete it to train the preset's network")
+    return model
 
 
 # ================================================================================================

@@ -661,12 +661,13 @@ class Transformer(nn.Module):
     token also gets an embedding of log(1 + k), the one thing averaging throws away; the variant
     exists to show that the failure to count is the architecture's, not the training's.
 
-    x_freq (E2): a linear x embedding makes the first attention scores bilinear in (x*, xᵢ), terms
+    x_freq (E1, E2): a linear x embedding makes the first attention scores bilinear in (x*, xᵢ), terms
     like x*·xᵢ: enough to weigh context points by side and distance out, not by phase along a sine. With
     x_freq = w the x embedding also sees sin(wπx) and cos(wπx), so attention can compare phases,
-    cos(wπ(x* − xᵢ)), from the start; the network must still infer the phase from the context.
-    Without it, a small network trained on sines_phase sits on the prior predictive for thousands
-    of steps (README, "Known problems").
+    cos(wπ(x* − xᵢ)), from the start; the network must still infer the phase (or, in E1, which family
+    and what offset) from the context. Without it, a small network trained on sines_phase sits on the
+    prior predictive for thousands of steps, and one trained on sines_lines draws its sines about
+    half as precisely for the same compute (README, "Known problems" and "Results").
     """
 
     def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,

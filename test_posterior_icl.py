@@ -342,13 +342,27 @@ def test_phase_features_reach_the_network_and_survive_a_checkpoint(tmp_path):
 
 def test_a_checkpoint_from_before_x_freq_loads_and_resumes(tmp_path):
     out = str(tmp_path / "old.pt")
-    train.train(**{**TINY_RUN, "steps": 2, "out": out})
+    old_run = {**TINY_RUN, "x_freq": 0.0}                  # before the option, no network had the features
+    train.train(**{**old_run, "steps": 2, "out": out})
     ckpt = torch.load(out, weights_only=True)
     del ckpt["config"]["x_freq"]                            # as written before the option existed
     torch.save(ckpt, out)
     assert load_model(out).config["x_freq"] == 0.0
-    train.train(**{**TINY_RUN, "steps": 4, "out": out, "resume": True})
+    train.train(**{**old_run, "steps": 4, "out": out, "resume": True})
     assert torch.load(out, weights_only=True)["step"] == 4
+
+
+def test_figures_say_when_a_checkpoint_is_not_its_presets_architecture(tmp_path, monkeypatch, capsys):
+    """A checkpoint from before a preset changed is drawn as it is (never overwritten), with a note saying so."""
+    monkeypatch.chdir(tmp_path)
+    overrides = {k: v for k, v in TINY_RUN.items() if k not in ("prior",)}
+    figures.network("sines_lines", False, name="tiny", **overrides)           # trained with the preset's x_freq = 3
+    assert "not the sines_lines preset's architecture" not in capsys.readouterr().out
+    before = (tmp_path / "checkpoints" / "tiny.pt").read_bytes()
+    model = figures.network("sines_lines", False, name="tiny", **{**overrides, "x_freq": 0.0})
+    assert model.config["x_freq"] == 3.0
+    assert "is not the sines_lines preset's architecture (x_freq=3.0 (preset: 0.0))" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "tiny.pt").read_bytes() == before
 
 
 def test_averaging_attention_cannot_count_but_the_count_feature_can():

@@ -42,7 +42,7 @@ CONFIG = dict(
     head_size=32,
     pre_norm=False,        # post-norm, as in the paper: it beat pre-norm here (README §8, "What made a small network converge faster")
     count_feature=False,   # E5: give every token log(1 + context size), so the network can count
-    x_freq=0.0,            # E2: w > 0 also embeds sin(wπx), cos(wπx), so attention can compare phases
+    x_freq=0.0,            # w > 0 also embeds sin(wπx), cos(wπx): the sines' own frequency, 3, in E1 and E2
     n_buckets=1000,
     seed=0,
     device="auto",         # auto: CUDA when present, else CPU
@@ -58,8 +58,8 @@ CONFIG = dict(
 
 # Presets: sized for each prior's figures and for a 2-core CPU. A preset sets the prior too.
 PRESETS = {
-    "sines_lines": dict(prior="sines_lines"),                                   # E1, E1a (80-point prompts)
-    "sines_lines_long": dict(prior="sines_lines", steps=18000),                  # the same, longer: E1 closer
+    "sines_lines": dict(prior="sines_lines", x_freq=3.0),                       # E1, E1a (80-point prompts)
+    "sines_lines_long": dict(prior="sines_lines", x_freq=3.0, steps=18000),     # the same, longer: E1 closer
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, short_fraction=0, d_model=64, lr=1e-3,
                         x_freq=3.0),                                           # E2 (20 points): phase features
     "steps": dict(prior="steps", n_points=20, steps=6000, short_fraction=0),                 # E3 (10 points)
