@@ -667,7 +667,7 @@ class Transformer(nn.Module):
     cos(wπ(x* − xᵢ)), from the start; the network must still infer the phase (or, in E1, which family
     and what offset) from the context. Without it, a small network trained on sines_phase sits on the
     prior predictive for thousands of steps, and one trained on sines_lines draws its sines about
-    half as precisely for the same compute (README, "Known problems" and "Results").
+    half as precisely for the same compute (README, "Known problems" and section 8).
     """
 
     def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,

@@ -36,6 +36,25 @@ def test_steps_updown_box_reference_means():
     assert pred.mean.tolist() == pytest.approx([0.070, 0.125, 0.070], abs=5e-4)
 
 
+@pytest.mark.parametrize("x_off, y_off, amp, n_levels, best_ramp", [(-0.2, 0.0, 0.5, 11, 0.012), (0.8, -0.5, 1.0, 12, 0.024)])
+def test_steps_mean_is_a_staircase_at_a_jump(x_off, y_off, amp, n_levels, best_ramp):
+    """E3's step prompts (README §5): between the two context points around the jump every x_off of the
+    prior's grid (spacing 0.02) fits equally well, so the exact mean climbs one equal rise per grid
+    position, amp/11 each: a staircase. On the plotted grid the best straight ramp is within best_ramp of it."""
+    x = torch.linspace(-1, 1, 10, dtype=torch.float64)
+    grid = torch.linspace(-1, 1, 201, dtype=torch.float64)
+    mean = PRIORS["steps"].predict(x, y_off + amp * (x > x_off).double(), grid).mean
+    i = int((x <= x_off).sum()) - 1                          # x[i] < jump < x[i + 1]
+    levels = torch.unique(mean[(grid > x[i]) & (grid <= x[i + 1])].round(decimals=4))
+    assert len(levels) == n_levels
+    assert levels.diff().tolist() == pytest.approx([amp / 11] * (n_levels - 1), abs=2e-3)
+    # every straight ramp from the left level to the right one, starting and ending on a 0.001 grid near x[i], x[i + 1]
+    start = torch.linspace(x[i] - 0.03, x[i] + 0.05, 81, dtype=torch.float64)[:, None, None]
+    end = torch.linspace(x[i + 1] - 0.05, x[i + 1] + 0.03, 81, dtype=torch.float64)[None, :, None]
+    ramps = mean[0] + (mean[-1] - mean[0]) * ((grid - start) / (end - start)).clamp(0, 1)
+    assert (ramps - mean).abs().amax(-1).min().item() == pytest.approx(best_ramp, abs=1e-3)
+
+
 def test_coins_reference_series():
     coins = PRIORS["coins"]
     got = [coins.predict(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean.item() for c in (1, 2, 4, 8, 16, 32, 64)]

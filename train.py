@@ -1,8 +1,8 @@
 """Train a transformer on endless tasks sampled from a prior, then measure its gap to the exact posterior.
 
-    python train.py                                  # sines_lines, laptop preset, CPU (9 min on 2 cores)
+    python train.py                                  # sines_lines, laptop preset, CPU (8.5 min on 2 cores)
     python train.py --prior steps                    # each prior has a preset sized for its figures
-    python train.py --preset sines_lines_long        # the longer CPU preset (26 min; gap 0.009 instead of 0.022)
+    python train.py --preset sines_lines_long        # the longer CPU preset (24 min; gap 0.011 instead of 0.017)
     python train.py --steps 2000 --lr 3e-4           # any config value below can be overridden
     python train.py --resume                         # continue checkpoints/<preset>.pt where it stopped
     torchrun --nproc_per_node=2 train.py ...         # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
