@@ -478,7 +478,7 @@ Network: {run.describe()}.""")
 # a straight line. Around the switch the data are unlikely under every latent (the evidence drops),
 # training rarely saw anything similar, and independently trained networks (same recipe, other
 # seeds) disagree with the posterior (and, by 0.02 here, with each other): the approximation is
-# only good where the prior puts mass. The seeds train for half the preset's budget (3,200 steps, ~4.5 minutes each;
+# only good where the prior puts mass. The seeds train for half the preset's budget (3,200 steps, ~4 minutes each;
 # seed 0 is E1c's 3,200-step run): in E1c the networks are 0.16–0.22 from the posterior at slope
 # 0.28 from 200 to 6,500 steps, so the story is the same at half the cost of full runs.
 
