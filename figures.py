@@ -478,9 +478,9 @@ Network: {run.describe()}.""")
 # a straight line. Around the switch the data are unlikely under every latent (the evidence drops),
 # training rarely saw anything similar, and independently trained networks (same recipe, other
 # seeds) disagree with the posterior (and, by 0.02 here, with each other): the approximation is
-# only good where the prior puts mass. The seeds train for half the preset's budget (3,200 steps, ~4 minutes each;
-# seed 0 is E1c's 3,200-step run): in E1c the networks are 0.16–0.22 from the posterior at slope
-# 0.28 from 200 to 6,500 steps, so the story is the same at half the cost of full runs.
+# only good where the prior puts mass. The seeds train for half the preset's budget (3,200 steps,
+# ~4 minutes each; seed 0 is E1c's 3,200-step run): in E1c the networks are 0.16–0.22 from the
+# posterior at slope 0.28 from 200 to 6,500 steps, so the story is the same at half the cost.
 
 SLOPES = (0.21, 0.22, 0.23, 0.24, 0.25, 0.26, 0.27, 0.28)
 ABLATION_SEEDS = (0, 1, 2)
@@ -539,7 +539,7 @@ Networks:
 
 def budgets(fast):
     """Doubling training budgets, 50 … 3,200 steps, then the sines_lines preset's own 6,500 (the paper's:
-    100 … 12,800; the seven new runs take ~9 minutes on 2 cores); a fast run: 10 … 1,280 steps of a tiny network."""
+    100 … 12,800; the seven new runs take ~8 minutes on 2 cores); a fast run: 10 … 1,280 steps of a tiny network."""
     return [10 * 2**i for i in range(8)] if fast else [50 * 2**i for i in range(7)] + [preset_steps("sines_lines")]
 
 
