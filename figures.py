@@ -867,12 +867,12 @@ GAP_BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 99
 
 
 def binned(per_context):
-    """[(mean k, mean gap)] over GAP_BINS, each context size weighted equally; empty bins left out."""
-    out = []
-    for lo, hi in GAP_BINS:
+    """{bin index: mean gap} over GAP_BINS, each context size weighted equally; empty bins left out."""
+    out = {}
+    for i, (lo, hi) in enumerate(GAP_BINS):
         ks = [k for k in per_context if lo <= k <= hi]
         if ks:
-            out.append((sum(ks) / len(ks), sum(per_context[k] for k in ks) / len(ks)))
+            out[i] = sum(per_context[k] for k in ks) / len(ks)
     return out
 
 
@@ -886,11 +886,10 @@ def posterior_gap_by_context(fast):
     for preset, color, marker in zip(GAP_PRESETS, (GREEN, RED, PURPLE, BROWN, PINK, GRAY), "osD^vP"):
         run = trained(preset, fast)
         points = binned(run.gap["per_context"])
-        at = [next(i for i, (lo, hi) in enumerate(GAP_BINS) if lo <= k <= hi) for k, _ in points]
-        ax.plot(at, [g for _, g in points], "-", marker=marker, color=color, ms=4, label=preset)
+        ax.plot(list(points), list(points.values()), "-", marker=marker, color=color, ms=4, label=preset)
         steps = f"{run.steps:,}" + (f" of {run.planned:,} (UNFINISHED)" if run.planned > run.steps else "")
         rows.append(f"| {preset} | {steps} | {run.gap['gap']:.4f} | {run.gap.get('head', 0):.4f} | "
-                    + " | ".join(next((f"{g:.3f}" for k, g in points if lo <= k <= hi), "—") for lo, hi in GAP_BINS) + " |")
+                    + " | ".join(f"{points[i]:.3f}" if i in points else "—" for i in range(len(GAP_BINS))) + " |")
     ax.set_xticks(range(len(GAP_BINS)), [f"{lo}" if lo == hi else f"{lo}–{hi}" for lo, hi in GAP_BINS])
     ax.set(xlabel="context size k (each bin's context sizes weighted equally)", ylabel="NLL$_{NN}$ - NLL$_{exact}$ (nats per query)",
            title="Gap to the exact posterior")
