@@ -179,7 +179,7 @@ def network(preset, fast, name=None, **overrides):
         print(f"training {preset} for {cfg['steps']} steps -> {cfg['out']}")
         train.train(cfg)
     model = load_model(cfg["out"], prior=cfg["prior"])
-    wanted = {k: cfg[k] for k in train.ARCHITECTURE}
+    wanted = train.architecture(cfg)
     if model.config != wanted:                      # e.g. trained before the preset changed: used as it is, never overwritten
         differ = ", ".join(f"{k}={model.config.get(k)} (preset: {v})" for k, v in wanted.items() if model.config.get(k) != v)
         print(f"note: {cfg['out']} is not the {preset} preset's architecture ({differ}); "
@@ -863,7 +863,11 @@ e^-20 of the most probable; seconds for the exact quantiles (bisection to 1e-4).
 # where the curve rises, the posterior is sharp and the network has not followed it.
 
 GAP_PRESETS = ("sines_lines", "sines_phase", "steps", "steps_updown", "coins", "coins_counting")
-GAP_BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 99))
+GAP_BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, math.inf))
+
+
+def bin_label(lo, hi):
+    return f"{lo}" if lo == hi else f"≥ {lo}" if hi == math.inf else f"{lo}–{hi}"
 
 
 def binned(per_context):
@@ -890,12 +894,12 @@ def posterior_gap_by_context(fast):
         steps = f"{run.steps:,}" + (f" of {run.planned:,} (UNFINISHED)" if run.planned > run.steps else "")
         rows.append(f"| {preset} | {steps} | {run.gap['gap']:.4f} | {run.gap.get('head', 0):.4f} | "
                     + " | ".join(f"{points[i]:.3f}" if i in points else "—" for i in range(len(GAP_BINS))) + " |")
-    ax.set_xticks(range(len(GAP_BINS)), [f"{lo}" if lo == hi else f"{lo}–{hi}" for lo, hi in GAP_BINS])
+    ax.set_xticks(range(len(GAP_BINS)), [bin_label(*b) for b in GAP_BINS])
     ax.set(xlabel="context size k (each bin's context sizes weighted equally)", ylabel="NLL$_{NN}$ - NLL$_{exact}$ (nats per query)",
            title="Gap to the exact posterior")
     ax.grid(alpha=0.3)
     legend_below(fig, ax.get_legend_handles_labels()[0], ncol=3)
-    bins = " | ".join(f"k {lo}" if lo == hi else f"k {lo}–{hi}" for lo, hi in GAP_BINS)
+    bins = " | ".join(f"k {bin_label(*b)}" for b in GAP_BINS)
     return Result({"posterior_gap": fig}, f"""Beyond the paper: posterior_gap (NLL_network - NLL_exact per query,
 an estimate of the expected KL from the exact PPD to the network) as train.py measured it at the end of
 training, overall (context sizes weighted equally), the part the output head alone costs, and by context size.

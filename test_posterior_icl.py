@@ -384,6 +384,14 @@ def test_figures_say_when_a_checkpoint_is_not_its_presets_architecture(tmp_path,
     assert (tmp_path / "checkpoints" / "tiny.pt").read_bytes() == before
 
 
+def test_posterior_gap_bins_take_every_context_size():
+    """Each context size falls in exactly one bin, the last open-ended: nothing a longer run measured is dropped."""
+    per_context = {k: float(k) for k in range(300)}
+    got = figures.binned(per_context)
+    assert list(got) == list(range(len(figures.GAP_BINS)))
+    assert got[1] == 1.0 and got[2] == 2.5 and got[len(figures.GAP_BINS) - 1] == sum(range(64, 300)) / 236
+
+
 def test_averaging_attention_cannot_count_but_the_count_feature_can():
     """E5's claim, checked on random weights: k identical tokens give one output whatever k is."""
     torch.manual_seed(0)

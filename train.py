@@ -161,9 +161,14 @@ def _parse(key, text):
 ARCHITECTURE = ("d_model", "n_layers", "head_size", "pre_norm", "count_feature", "x_freq")
 
 
+def architecture(cfg):
+    """The config keys that shape the network: what a checkpoint's model.config records."""
+    return {k: cfg[k] for k in ARCHITECTURE}
+
+
 def build_model(cfg):
     """The fresh network a resolved config describes (its prior's bucket borders, seeded)."""
-    return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **{k: cfg[k] for k in ARCHITECTURE})
+    return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **architecture(cfg))
 
 
 def train(cfg=None, **overrides):
