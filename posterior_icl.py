@@ -765,7 +765,7 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
     for k in range(n_points):
         rows = torch.arange(n_datasets) if all_sizes else torch.arange(k, n_datasets, n_points)
         xc, yc, xq, yq = x[rows, :k], y[rows, :k], x[rows, k:], y[rows, k:]
-        own = torch.arange(k % n_points, len(rows), n_points) if all_sizes else torch.arange(len(rows))
+        own = torch.arange(len(rows))[k::n_points] if all_sizes else torch.arange(len(rows))  # head: a share
         net = model.predict(xc, yc, xq)
         exact = prior.predict(xc, yc, xq) if every is None else prior.predict(xc[own], yc[own], xq[own])
         lp_exact = exact.log_prob(yq.double()) if every is None else every[rows, k, k:]
