@@ -1,126 +1,65 @@
-"""Benchmarks a person can rerun: wall time (median of repeats) and peak memory, never in a test.
+"""Benchmarks a person can rerun: medians of repeated runs (torch.utils.benchmark), never a timed test.
 
-    python bench.py posterior        # exact posterior + PPD mean, steps_updown (8.1M latents), E4 box
-    python bench.py train            # seconds per training step: each preset's shapes and the paper's size
+    python bench.py posterior [--naive]   # exact PPD mean on E4's box (8.1M latents); --naive: brute force too
+    python bench.py train                 # milliseconds per training step, each preset's shapes
 
-Each measurement runs in a fresh subprocess so peak memory (max RSS) belongs to it alone.
-Set --threads to the cores you have; do not run two benchmarks at once.
+Peak memory is this process's max RSS. Set --threads to your cores, and run nothing else meanwhile.
 """
 import argparse
-import json
 import resource
-import statistics
-import subprocess
-import sys
-import time
+
+import torch
+from torch.utils.benchmark import Timer
+
+import train
+from posterior_icl import PRIORS, brute_force, get_prior
+
+STEPS = [("sines_lines", 20), ("sines_lines", 100), ("steps", 20), ("steps_updown", 30), ("coins", 100),
+         ("paper_size", 100)]     # (preset, points per dataset); the curriculum's 20 points and the full 100
 
 
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def posterior_worker(threads, repeats, naive):
-    import torch
-    from posterior_icl import PRIORS, _meshgrid
-    torch.set_num_threads(threads)
-    prior = PRIORS["steps_updown"]
+def posterior(naive, threads):
+    prior, xq = PRIORS["steps_updown"], torch.linspace(-1, 1, 100, dtype=torch.float64)
     x = torch.linspace(-1, 1, 20, dtype=torch.float64)
-    y = 0.2 * ((x > -0.5).double() - (x > 0.5).double())        # the E4 box, h = 0.2
-    xq = torch.linspace(-1, 1, 100, dtype=torch.float64)
-    base = _peak_rss_mb()
-
-    def fast():
-        return prior.predict(x, y, xq).mean
-
-    def straightforward():
-        """One vectorised pass over all 8.1M latents per data point, then per query point."""
-        fam, s = prior.families[0], prior.noise_std
-        p = _meshgrid(fam.grid, list(fam.grid))
-        log_lik = torch.zeros(fam.size, dtype=torch.float64)
-        for xi, yi in zip(x, y):
-            log_lik -= 0.5 * ((yi - fam(p, xi)) / s) ** 2
-        w = log_lik.softmax(0)
-        return torch.stack([(w * fam(p, xj)).sum() for xj in xq])
-
-    fn = straightforward if naive else fast
-    first = time.perf_counter()
-    mean = fn()
-    first = time.perf_counter() - first
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    print(json.dumps(dict(first_s=first, median_s=statistics.median(times), runs=repeats,
-                          peak_rss_mb=_peak_rss_mb(), rss_after_import_mb=base,
-                          mean_at=[round(v, 4) for v in mean[[5, 50, 94]].tolist()])))
+    y = 0.2 * ((x > -0.5).double() - (x > 0.5).double())
+    fast = Timer("prior.predict(x, y, xq).mean", globals=locals(), num_threads=threads).blocked_autorange(min_run_time=5)
+    print(f"steps_updown, E4 box (20 points), PPD mean at 100 queries: median {fast.median:.3f} s "
+          f"over {len(fast.times)} runs; peak memory {peak_mb():.0f} MB")
+    if naive:
+        slow = Timer("brute_force(prior, x, y, xq, xq)", globals={**locals(), "brute_force": brute_force},
+                     num_threads=threads).timeit(1)
+        print(f"brute force over every latent, one point at a time: {slow.median:.1f} s "
+              f"({slow.median / fast.median:.0f}x); peak memory {peak_mb():.0f} MB")
 
 
-def run_worker(args):
-    out = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["posterior", "train"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--naive", action="store_true", help="also time the straightforward loop (slow: ~10 s a run)")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        if args.what == "posterior":
-            posterior_worker(args.threads, args.repeats, args.naive)
-        else:
-            train_worker(args.threads, args.repeats)
-        return
-    common = ["--threads", str(args.threads), "--repeats", str(args.repeats)]
-    if args.what == "posterior":
-        r = run_worker(["posterior", *common])
-        print(f"steps_updown, E4 box (20 points), 100 queries, {args.threads} threads:")
-        print(f"  posterior + PPD mean: median {r['median_s']:.3f} s over {r['runs']} runs (first call {r['first_s']:.2f} s), "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] - r['rss_after_import_mb']:.0f} MB above "
-              f"the {r['rss_after_import_mb']:.0f} MB of python+torch); mean at x=-0.9,0,0.9: {r['mean_at']}")
-        if args.naive:
-            n = run_worker(["posterior", "--naive", "--threads", str(args.threads), "--repeats", "1"])
-            print(f"  straightforward loop over points: {n['median_s']:.2f} s, peak RSS {n['peak_rss_mb']:.0f} MB; "
-                  f"speed-up {n['median_s'] / r['median_s']:.0f}x; mean at x=-0.9,0,0.9: {n['mean_at']}")
-    else:
-        for r in run_worker(["train", *common])["rows"]:
-            print(r)
-
-
-def train_worker(threads, repeats):
-    """Seconds per optimizer step (median of `repeats` after 2 warm-up steps) for each preset's shapes."""
-    import torch
-    import train
-    from posterior_icl import get_prior
-    torch.set_num_threads(threads)
-    rows = []
-    for preset, n_points, overrides in [("sines_lines", 20, {}), ("sines_lines", 100, {}), ("sines_lines", 20, dict(d_model=128)),
-                                        ("sines_lines", 100, dict(d_model=128)), ("steps", 20, {}), ("steps_updown", 30, {}),
-                                        ("coins", 100, {}), ("paper_size", 100, {})]:
-        cfg = train.resolve_config(["--preset", preset], **overrides)     # width 128: the paper's 4 × 128 recipe
+def steps(threads):
+    for preset, n in STEPS:
+        cfg = train.resolve_config(["--preset", preset], out="unused")
         torch.manual_seed(0)
         model = train.build_model(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        g = torch.Generator().manual_seed(0)
-        times = []
-        for i in range(repeats + 2):
-            t = time.perf_counter()
-            x, y = get_prior(cfg["prior"]).sample(cfg["batch_size"], n_points, generator=g)
-            k = n_points // 2                       # the average context size of a run
+        x, y = get_prior(cfg["prior"]).sample(cfg["batch_size"], n, generator=torch.Generator().manual_seed(0))
+        k = n // 2                       # the average context size of a run
+
+        def step():
             loss = model.nll(model(x[:, :k], y[:, :k], x[:, k:]), y[:, k:])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            times.append(time.perf_counter() - t)
-        s = statistics.median(times[2:])
-        rows.append(f"{preset:17s} d_model={cfg['d_model']:3d} n_layers={cfg['n_layers']} batch={cfg['batch_size']:2d} "
-                    f"n_points={n_points:3d}: {s * 1000:7.1f} ms/step = {1 / s:6.2f} steps/s")
-    print(json.dumps(dict(rows=rows)))
+        t = Timer("step()", globals={"step": step}, num_threads=threads).blocked_autorange(min_run_time=3)
+        print(f"{preset:14s} {cfg['n_layers']} x {cfg['d_model']:3d}, batch {cfg['batch_size']:2d}, {n:3d} points: "
+              f"{t.median * 1e3:7.1f} ms per step (median of {len(t.times)})")
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
-    main()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["posterior", "train"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--naive", action="store_true", help="also time the brute-force posterior (about 10 s)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    posterior(a.naive, a.threads) if a.what == "posterior" else steps(a.threads)

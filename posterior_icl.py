@@ -3,10 +3,10 @@
 A reimplementation of Müller, Hollmann & Hutter (2024), "Bayes' Power for Explaining In-Context
 Learning Generalizations". The sections follow the story:
 
-  1. Priors and the exact posterior  a prior is a uniform mixture of families, each a function on a
-                                     finite grid of latents, so Bayes' rule is a sum we can compute.
-  2. Predictive distributions        the exact posterior predictive (PPD) and the network's output
-                                     share one interface: mean, log_prob, cdf, quantile, bucket_probs.
+  1. Priors and the exact posterior  a prior mixes families, each a function on a finite grid of
+                                     latents, so Bayes' rule is a sum we can compute.
+  2. Predictive distributions        the exact posterior predictive (PPD) and the network's output share
+                                     one interface: mean, log_prob, cdf, quantile, bucket_probs.
   3. The bar distribution            the network's output: equal-mass buckets with half-normal tails.
   4. The transformer                 a set model: no positions, and queries look only at the context.
   5. Checkpoints                     one file of plain things, written atomically.
@@ -59,6 +59,12 @@ def _same_shape(a, ta, b, tb):
     if ta.shape != tb.shape:
         raise ValueError(f"{a} and {b} must have the same shape; got {tuple(ta.shape)} and {tuple(tb.shape)}")
 
+def _levels(q, dtype, shape):
+    q = torch.as_tensor(q, dtype=dtype)
+    if not ((q > 0) & (q < 1)).all():
+        raise ValueError("quantile levels must lie strictly between 0 and 1")
+    return q.expand(torch.broadcast_shapes(q.shape, shape))
+
 def _number(name, v, ok, allowed):
     """float(v) if it is finite and ok(v); otherwise a ValueError that says what is allowed."""
     try:
@@ -74,12 +80,9 @@ def _number(name, v, ok, allowed):
 
 @dataclass
 class Family:
-    """y = f(params, x) + noise, one latent per point of the meshgrid over `grid` ({name: values}).
-
-    f(params, x): params maps each grid name to a tensor that broadcasts against x.
-    linear: names of parameters f is affine in, jointly (an offset, an amplitude, a slope). Only a
-    speed-up: for these the likelihood needs a few sums per setting of the other parameters instead of
-    a pass over the data per latent (Prior._log_joint). A false claim is refused.
+    """y = f(params, x) + noise, one latent per point of the meshgrid over `grid` ({name: values}); f takes
+    {name: tensor broadcasting against x}. `linear` names parameters f is affine in, jointly: only a speed-up
+    (Prior._log_joint needs a few sums per setting of the others, not a pass per latent); a false claim is refused.
     """
     name: str
     f: object
@@ -120,7 +123,6 @@ class Family:
 
 class Prior:
     """A uniform mixture of families, each uniform over its grid, with Gaussian noise."""
-
     kind = "regression"
     CHUNK = 2**24  # latents × datasets weighed at once by predict: bounds its memory
 
@@ -148,12 +150,9 @@ class Prior:
         return x.float(), y.float()
 
     def _log_joint(self, fam, x, y):
-        """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M) in float64.
-
-        T indexes the nonlinear parameters' meshgrid, M the linear coefficients'. With f = φ₀ + c·φ,
-        Σᵢ (rᵢ - c·φᵢ)² = r·r - 2c·(Φr) + cᵀ(ΦΦᵀ)c with r = y - φ₀ needs only the sums r·r, Φr and
-        ΦΦᵀ per nonlinear setting; every coefficient setting then follows from one matrix product.
-        """
+        """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M), T the nonlinear
+        settings, M the linear coefficients'. With f = φ₀ + c·φ and r = y - φ₀, Σᵢ (rᵢ - c·φᵢ)² =
+        r·r - 2c·Φr + cᵀΦΦᵀc: three sums per nonlinear setting, then one matrix product for every c."""
         basis = _basis(fam, x).transpose(0, 1)                                  # (B, T, 1+J, n)
         r, phi = y[:, None, :] - basis[:, :, 0], basis[:, :, 1:]                 # (B, T, n), (B, T, J, n)
         stats = torch.cat([(r * r).sum(-1, keepdim=True), (phi @ r[..., None])[..., 0],
@@ -167,12 +166,9 @@ class Prior:
         return stats @ cfeat.T                                                  # (B, T, M)
 
     def posterior(self, x, y):
-        """The exact posterior over every latent, for one dataset (N,) or a batch (B, N).
-
-        Returns a Posterior: log_weights[family] (B, *grid shape), axes in the family's grid order;
-        log_evidence (B,) = log p(y | x) (add N·log(1/2) for the paper's p(D), which includes the
-        U(-1, 1) density of x); family_mass[family] (B,). Memory: B × n_latents float64 values.
-        """
+        """The exact posterior of one dataset (N,) or a batch (B, N): log_weights[family] (B, *grid shape),
+        log_evidence (B,) = log p(y | x) (the paper's p(D) adds N·log(1/2), the U(-1, 1) density of x),
+        family_mass[family] (B,). Memory: B × n_latents float64 values."""
         x, y = _as_data("x", x), _as_data("y", y)
         _same_shape("x", x, "y", y)
         batched = x.dim() == 2
@@ -190,11 +186,8 @@ class Prior:
         return Posterior(log_w, log_ev, mass)
 
     def predict(self, x_ctx, y_ctx, x_query, prune=40.0, merge=True):
-        """The exact posterior predictive at x_query: a Gaussian mixture over the latents.
-
-        Latents below e^-prune of the most probable one are dropped (together under n_latents·e^-prune
-        of the mass); with merge, latents that agree at every query become one component (_merge_alike).
-        """
+        """The exact PPD at x_query, a Gaussian mixture over latents. Latents below e^-prune of the best are
+        dropped (under n_latents·e^-prune of the mass); merge: latents alike at every query are one."""
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         B, empty = x_ctx.shape[0], x_ctx.shape[1] == 0
         # no context: every dataset's posterior is the prior, weighed once and shared where not merged
@@ -208,8 +201,7 @@ class Prior:
             for fam, j in zip(self.families, joints):
                 log_w = j - log_ev[:, None, None]                                            # (b, T, M)
                 # the mean needs only Σ_c w·[1, c] per nonlinear setting (f is affine in c)
-                coef = _coefficients(fam)
-                moments = log_w.exp() @ torch.cat([torch.ones(len(coef), 1, dtype=coef.dtype), coef], 1)
+                moments = log_w.exp() @ torch.cat([torch.ones(log_w.shape[-1], 1).double(), _coefficients(fam)], 1)
                 shared = None
                 for i in range(b0, min(B, b0 + step)):
                     r = 0 if empty else i - b0
@@ -244,12 +236,9 @@ def _coefficients(fam):
     return torch.stack(list(m.values()), -1) if m else torch.zeros(1, 0, dtype=torch.float64)
 
 def _merge_alike(fam, log_w, x_query):
-    """Sum the weights of nonlinear settings that give the same f at every query: (T, M) -> (T, M),
-    or None where that would not shrink the mixture 4× (too little to pay for the pass).
-
-    The PPD at the queries only sees f there, so such latents are one component: exact, not an
-    approximation. For the steps priors, Q queries split the step positions into at most Q+1 groups.
-    Each group's weight goes to its first member; the others get weight 0 and are pruned.
+    """Sum the weights of nonlinear settings that give the same f at every query, (T, M) -> (T, M), into the
+    first of each group (the others get weight 0, and are pruned); None where that would not shrink the
+    mixture 4×. Exact: the PPD sees f only at the queries. Q queries split the step positions into Q+1 groups.
     """
     if not fam.nonlinear:
         return None
@@ -268,10 +257,8 @@ Posterior = namedtuple("Posterior", "log_weights log_evidence family_mass")
 
 def brute_force(prior, x, y, xq, yq):
     """Bayes' rule the straightforward way, to check the fast one: every latent, one data point at a time.
-
-    x, y (k,), xq, yq (Q,) -> the log posterior weights of all latents (L,; families in order, each in 'ij'
-    order of its grid), the log evidence, and the PPD's mean, log density and cdf at (xq, yq), each (Q,).
-    """
+    x, y (k,), xq, yq (Q,) -> log posterior weights of all latents (L,; families in order, each in 'ij' order
+    of its grid), log evidence, and the PPD's mean, log density and cdf at (xq, yq), each (Q,)."""
     s, grids = prior.noise_std, [(fam, _meshgrid(fam.grid, list(fam.grid))) for fam in prior.families]
     f_at = lambda xi: torch.cat([fam(p, torch.as_tensor(xi).double()) for fam, p in grids])   # (L,)
     log_normal = lambda v, mu: -0.5 * ((v - mu) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))
@@ -286,7 +273,6 @@ def brute_force(prior, x, y, xq, yq):
 
 class CoinPrior:
     """E5: a coin with unknown bias p on a grid; x ≡ 0 carries no information, y ~ Bernoulli(p)."""
-
     kind = "classification"
 
     def __init__(self, name, ps):
@@ -363,12 +349,8 @@ class Predictive:
         return c.diff(dim=0).movedim(0, -1).clamp_min(0)
 
 class MixturePredictive(Predictive):
-    """The exact PPD Σ_l w_l N(y; f_l(x*), σ²), evaluated in chunks of latents to bound memory.
-
-    parts[b] lists, per family, for dataset b: (family, indices (K,) and log weights (K,) of the latents
-    that matter, posterior moments Σ_c w·[1, c] per nonlinear setting (T, 1+J)).
-    """
-
+    """The exact PPD Σ_l w_l N(y; f_l(x*), σ²), in chunks of latents to bound memory. parts[b] lists, per family:
+    (family, indices (K,) and log weights (K,) of the latents that matter, moments Σ_c w·[1, c] (T, 1+J))."""
     CHUNK = 2**18  # latents × values × queries at once: small enough to stay in the cache
 
     def __init__(self, parts, x_query, noise_std, batched):
@@ -417,10 +399,7 @@ class MixturePredictive(Predictive):
 
     def quantile(self, q, tol=1e-13):
         """Inverse cdf by bisection to `tol` (the mixture's cdf is continuous and strictly increasing)."""
-        q = torch.as_tensor(q, dtype=torch.float64)
-        if not ((q > 0) & (q < 1)).all():
-            raise ValueError("quantile levels must lie strictly between 0 and 1")
-        q = q.expand(torch.broadcast_shapes(q.shape, self.mean_shape)).contiguous()
+        q = _levels(q, torch.float64, self.mean_shape).contiguous()
         top = max(mu.abs().max().item() for b in range(len(self.parts)) for _, mu in self._chunks(b))
         lo, hi = torch.full_like(q, -top - 12 * self.sigma), torch.full_like(q, top + 12 * self.sigma)
         for _ in range(math.ceil(math.log2(2 * (top + 12 * self.sigma) / tol))):      # halve to tol
@@ -452,24 +431,17 @@ class BernoulliPredictive(Predictive):
 # === 3. The bar distribution: how a network outputs a whole predictive distribution over y ==================
 
 def bucket_borders(prior, n_buckets=1000, n_datasets=10_000, n_points=10, seed=0):
-    """Borders at equal-mass quantiles of y values sampled from the prior: (n_buckets + 1,).
-
-    Equal mass puts resolution where the data are. Duplicate quantiles (y with atoms) are merged, so no
-    bucket has width 0 and log-density -inf.
-    """
+    """Borders at equal-mass quantiles of y sampled from the prior, (n_buckets + 1,): resolution where the data
+    are. Duplicates (y with atoms) are merged, so no bucket has width 0 and log-density -inf."""
     _, y = prior.sample(n_datasets, n_points, generator=torch.Generator().manual_seed(seed))
     b = torch.quantile(y.flatten().double(), torch.linspace(0, 1, n_buckets + 1, dtype=torch.float64))
     return torch.unique(b).float()
 
 class BarPredictive(Predictive):
-    """A piecewise-uniform density over buckets, with half-normal tails on the two outer buckets.
-
-    logits (..., buckets): bucket b has mass softmax(logits)_b, spread uniformly over an inner bucket.
-    The outer buckets' mass is a half-normal pointing outwards from their inner border, scaled so that
-    half of it lies inside the bucket: the support is all of ℝ, and a far y keeps a finite log-density.
-    log_prob, cdf, quantile, mean and sample all use this one density.
+    """A density over buckets, logits (..., buckets): bucket b holds softmax(logits)_b, uniform inside an inner
+    bucket; the outer two hold a half-normal pointing outwards from their inner border, half of it inside the
+    bucket, so the support is all of ℝ and a far y has a finite log-density. Every method uses this density.
     """
-
     HALF = 0.6744897501960817  # median of |N(0, 1)|
 
     def __init__(self, borders, logits):
@@ -521,10 +493,7 @@ class BarPredictive(Predictive):
 
     def quantile(self, q):
         """Inverse of cdf, bucket by bucket (the tails by the normal's inverse cdf); q broadcasts."""
-        q = torch.as_tensor(q, dtype=self.logits.dtype)
-        if not ((q > 0) & (q < 1)).all():
-            raise ValueError("quantile levels must lie strictly between 0 and 1")
-        q = q.expand(torch.broadcast_shapes(q.shape, self.logits.shape[:-1]))
+        q = _levels(q, self.logits.dtype, self.logits.shape[:-1])
         p = self.log_p.exp().expand(*q.shape, -1)
         cum, last = p.cumsum(-1), len(self.widths) - 1
         b = torch.searchsorted(cum.contiguous(), q[..., None].contiguous())[..., 0].clamp(0, last)
@@ -543,21 +512,13 @@ class BarPredictive(Predictive):
         mids[-1] = self.borders[-2] + self.scale_right * math.sqrt(2 / math.pi)
         return (self.log_p.exp() * mids).sum(-1)
 
-    def sample(self, n=(), generator=None):
-        """Draw by inverting the cdf: (*n, ...)."""
-        n = (n,) if isinstance(n, int) else tuple(n)
-        u = torch.rand(*n, *self.logits.shape[:-1], generator=generator, dtype=self.logits.dtype)
-        return self.quantile(u.clamp(1e-12, 1 - 1e-12))
 
 
 # === 4. The transformer: a set model from (context, queries) to a predictive per query ======================
 
 class Block(nn.Module):
-    """Attention + feed-forward, each residual; post-norm as in the paper, or pre-norm.
-
-    The attention's output projection and the second feed-forward layer start at zero, so every block
-    starts as (nearly) the identity and depth does not hurt early training.
-    """
+    """Attention + feed-forward, each residual; post-norm as in the paper, or pre-norm. The output projection
+    and the second feed-forward layer start at zero: a block starts as the identity, so depth does not hurt."""
 
     def __init__(self, d_model, head_size, pre_norm):
         super().__init__()
@@ -587,15 +548,11 @@ class Block(nn.Module):
         return self.norm2(h + self.ff2(F.gelu(self.ff1(h))))
 
 class Transformer(nn.Module):
-    """The prior-data fitted network.
-
-    Context token = Linear_x(x) + Linear_y(y); query token = Linear_x(x). No positional encoding: the
-    context is a set. Output: logits over the bar distribution's buckets, or 2 logits for coins.
-
-    count_feature (E5): softmax attention averages, so k identical tokens give the same output for
-    every k; every token also gets log(1 + k) to show that the failure to count is the architecture's.
-    x_freq = w (E1, E2): x is also embedded as sin(wπx) and cos(wπx), so the first attention scores can
-    compare phases along a sine, which a linear embedding of x alone cannot.
+    """The prior-data fitted network: context token Linear_x(x) + Linear_y(y), query token Linear_x(x), no
+    positional encoding (the context is a set); logits over the buckets, or 2 for coins.
+    count_feature (E5): softmax attention averages, so k identical tokens look alike for every k; log(1 + k)
+    on every token shows the failure to count is the architecture's. x_freq = w (E1, E2): x also as sin(wπx),
+    cos(wπx), so attention can compare phases along a sine, which a linear embedding of x cannot.
     """
 
     def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,
@@ -717,8 +674,8 @@ def bin_label(lo, hi):
     return f"{lo}" if lo == hi else f"≥ {lo}" if hi == math.inf else f"{lo}–{hi}"
 
 def gap_plan(prior, n_datasets, n_points, all_sizes=None):
-    """Whether posterior_gap takes every dataset at every context size (the default where the exact posterior
-    is cheap) or each at one; a ValueError if a size would get fewer than two datasets."""
+    """Whether posterior_gap takes each dataset at every size (default where the exact posterior is cheap) or
+    at one; a ValueError if a size would get fewer than two datasets."""
     all_sizes = prior.n_latents <= 10**5 if all_sizes is None else all_sizes
     need = 2 if all_sizes else 2 * n_points
     if n_points < 1 or n_datasets < need:
@@ -727,11 +684,8 @@ def gap_plan(prior, n_datasets, n_points, all_sizes=None):
     return all_sizes
 
 def _log_prob_at_every_size(prior, x, y):
-    """log p(y_q | x_q, the first k points) of the exact PPD for every k <= q: (B, N, N) indexed [b, k, q].
-
-    One matrix product per dataset over every latent, exp-normalised (underflow would need a query tens of
-    noise widths from every probable latent, which data from the prior do not produce).
-    """
+    """log p(y_q | x_q, the first k points) of the exact PPD for all k <= q, (B, N, N) as [b, k, q]: one matrix
+    product per dataset over every latent, exp-normalised (data from the prior do not underflow it)."""
     s, grids = prior.noise_std, [(fam, _meshgrid(fam.grid, list(fam.grid))) for fam in prior.families]
     log_prior = torch.cat([torch.full((f.size,), -math.log(len(grids) * f.size), dtype=torch.float64) for f, _ in grids])
     out = []
@@ -745,16 +699,11 @@ def _log_prob_at_every_size(prior, x, y):
 
 @torch.no_grad()
 def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_sizes=None):
-    """NLL_network - NLL_exact per query point on seeded datasets from the prior, in nats.
-
-    E_D[NLL_network] = E_D[KL(PPD ‖ network)] + E_D[NLL_exact], so this paired difference estimates the
-    expected KL from the exact PPD to the network, with far less noise than either NLL alone. At context
-    size k a dataset's first k points are the context, the rest queries. Every number has its standard
-    error over datasets (the independent unit). Returns dict(gap, se: the mean over sizes 0 … n_points-1,
-    each weighted equally as in training; per_context {k: [gap, se]}; bins {label: [gap, se]} over
-    GAP_BINS; head: the gap of the exact PPD put on the network's buckets, what the head alone costs;
-    nll_exact; and n_datasets, seed, all_sizes: how it was measured).
-    """
+    """NLL_network - NLL_exact per query on seeded datasets from the prior (nats): as E[NLL_network] =
+    E[KL(PPD ‖ network)] + E[NLL_exact], an estimate of the expected KL, far less noisy than either NLL. At size
+    k a dataset's first k points are the context. Returns dict(gap, se: mean over sizes 0 … n_points-1, equally
+    weighted as in training; per_context {'k': [gap, se]}; bins {label: [gap, se]}; head: the gap of the exact
+    PPD put on the network's buckets; nll_exact; n_datasets, seed, all_sizes). se: over datasets."""
     prior = get_prior(prior) if isinstance(prior, str) else prior
     if model.prior != prior.name:
         raise ValueError(f"the network was trained on prior {model.prior!r}, not {prior.name!r}")
@@ -786,20 +735,15 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
     gap_se = stat(gap.nanmean(1))
     return dict(gap=gap_se[0], se=gap_se[1], head=head.nanmean().item(), nll_exact=nll.nanmean().item(),
                 n_datasets=n_datasets, seed=seed, all_sizes=all_sizes, bins=bins,
-                per_context={k: stat(gap[:, k]) for k in range(n_points)})
+                per_context={str(k): stat(gap[:, k]) for k in range(n_points)})  # str: as in a checkpoint
 
 
 # === 7. The limits: closed forms where the posterior is undefined (E7) or itself misleads (E8, E9) ==========
-# Where does "the network approximates the posterior" stop explaining? Three problems with closed forms:
-# E7, a posterior that does not exist off the data; E8 and E9, priors that exclude the truth.
 
 def coin_flip_predictive(ns, p_true=0.5, support=(0.3, 0.6)):
-    """E8: P(y = 1) after n flips of a p_true-coin, under an equal-weight prior on the biases `support`.
-
-    Each bias q is weighed by its expected likelihood over the flips the true coin makes (the paper's
-    choice, instead of one noisy sequence): L_q(n) = Σ_k Bin(k; n, p_true) Bin(k; n, q), p(q | n) ∝ L_q(n).
-    ns: (N,) positive integers, or one. Returns (predictive (N,), likelihood (N, S)), float64 (a scalar and
-    (S,) for one n); in log space, so thousands of flips stay finite. Memory: N·S·(max n + 1) values.
+    """E8: P(y = 1) after n flips of a p_true-coin under an equal-weight prior on the biases `support`, each
+    bias q weighed (as the paper does) by its expected likelihood L_q(n) = Σ_k Bin(k; n, p_true) Bin(k; n, q).
+    ns (N,) or one int -> (predictive (N,), likelihood (N, S)) in float64; log space keeps 1000s of flips finite.
     """
     ns_t = torch.as_tensor(ns, dtype=torch.float64)
     if ns_t.dim() > 1 or ns_t.numel() == 0 or not torch.isfinite(ns_t).all() or (ns_t != ns_t.round()).any() \
@@ -821,11 +765,9 @@ def coin_flip_predictive(ns, p_true=0.5, support=(0.3, 0.6)):
     return (predictive[0], log_lik.exp()[0]) if ns_t.dim() == 0 else (predictive, log_lik.exp())
 
 def gp_posterior(x_train, y_train, x_test, length_scale=0.4, output_scale=1.0, noise_var=0.01):
-    """E9: exact GP regression, kernel output_scale · exp(-(a - b)² / (2ℓ²)), mean 0, nothing fitted.
-
-    x_train, y_train (n,), x_test (m,); n = 0 gives the prior. Returns (mean (m,), std (m,)) of f at x_test
-    (a new y adds noise_var), through the Cholesky factor of K + σ²I: K alone is singular for dense data.
-    """
+    """E9: exact GP regression, kernel output_scale · exp(-(a - b)² / (2ℓ²)), mean 0, nothing fitted. x_train,
+    y_train (n,), x_test (m,) -> (mean, std) of f at x_test (m,), via the Cholesky factor of K + σ²I (K alone
+    is singular for dense data); n = 0 gives the prior."""
     x, y, xq = (_as_data(n, v, (1,)) for n, v in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)))
     _same_shape("x_train", x, "y_train", y)
     ell, s2, noise = (_number(name, v, lambda t: t > 0, "a finite number > 0") for name, v in
@@ -838,11 +780,8 @@ def gp_posterior(x_train, y_train, x_test, length_scale=0.4, output_scale=1.0, n
     return mean, (s2 - (v * v).sum(0)).clamp_min(0).sqrt()     # rounding can leave var a hair below 0
 
 def tiny_mlp_posterior(x, noise_std=0.1):
-    """E7: the exact P(y = 1 | x) for y ~ Bernoulli(0.5), x = y + N(0, noise_std²); x of any shape.
-
-    With noise, Bayes' rule with two Gaussians: sigmoid((x - 0.5) / σ²). Without, the data are two points:
-    0 at x = 0, 1 at x = 1, and NaN elsewhere on purpose: p(x) = 0 there, so no posterior exists.
-    """
+    """E7: the exact P(y = 1 | x) for y ~ Bernoulli(0.5), x = y + N(0, σ²): Bayes' rule with two Gaussians,
+    sigmoid((x - 0.5) / σ²). Without noise: 0 at x = 0, 1 at x = 1, NaN elsewhere, where p(x) = 0."""
     x = _as_data("x", x, (0, 1, 2, 3))
     noise_std = _number("noise_std", noise_std, lambda s: s >= 0, "a finite number >= 0")
     if noise_std > 0:

@@ -1,16 +1,14 @@
 """Train a transformer on endless tasks sampled from a prior, then measure its gap to the exact posterior.
 
-    python train.py                              # the sines_lines preset on the CPU
+    python train.py                              # the sines_lines preset, on the CPU or CUDA
     python train.py --prior steps                # each prior has a preset sized for its figures
-    python train.py --preset sines_lines_long    # the longer CPU preset
-    python train.py --steps 2000 --lr 3e-4       # any config value below is a flag
+    python train.py --steps 2000 --lr 3e-4       # any config value below is a flag: --help lists them
     python train.py --resume                     # continue a checkpoint where it stopped
     torchrun --nproc_per_node=2 train.py ...     # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
-Every step draws a fresh batch from the prior: no dataset is seen twice, so there is nothing to overfit
-and the only target is the posterior predictive itself. A run that differs from its preset is saved
-under a name made of the differences (checkpoints/sines_lines-steps2000.pt), so a quick experiment
-never writes over a preset's network.
+Every step draws fresh datasets from the prior, so there is nothing to overfit: the only target is the
+posterior predictive. A run that differs from its preset is saved under a name made of the differences
+(checkpoints/sines_lines-steps2000.pt), so an experiment never writes over a preset's network.
 """
 import argparse
 import math
@@ -24,7 +22,7 @@ from tqdm import tqdm
 
 from posterior_icl import gap_plan, get_prior, load_checkpoint, make_model, posterior_gap, save_model
 
-# ---- Config: plain values, each a command-line flag ----------------------------------------------------------
+# ---- Config: plain values, each a command-line flag -----------------------------------------------------
 CONFIG = dict(
     prior="sines_lines",
     steps=6500,            # optimizer steps
@@ -35,16 +33,12 @@ CONFIG = dict(
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3,
     warmup=0.05,           # fraction of the steps with a linear warm-up, then cosine to 0
-    weight_decay=0.0,
-    grad_clip=1.0,
-    d_model=96,
-    n_layers=4,
-    head_size=32,
+    weight_decay=0.0, grad_clip=1.0,
+    d_model=96, n_layers=4, head_size=32,
     pre_norm=False,        # post-norm, as in the paper: it trained the small networks better
     count_feature=False,   # E5: give every token log(1 + context size), so the network can count
     x_freq=0.0,            # w > 0 also embeds sin(wπx), cos(wπx): the sines' own frequency, 3, in E1 and E2
-    n_buckets=1000,
-    seed=0,
+    n_buckets=1000, seed=0,
     device="auto",         # auto: CUDA when present, else the CPU
     threads=0,             # torch threads on the CPU; 0: torch's default
     eval_every=0,          # steps between evaluations of the gap (0: only at the end)
@@ -52,14 +46,14 @@ CONFIG = dict(
     final_eval_datasets=256,  # every one at every context size where the exact posterior is cheap
     save_every=500,        # steps between checkpoints
     out="",                # checkpoint path; default checkpoints/<preset>[-<what differs>].pt
-    resume=False,
-    progress=True,
+    resume=False, progress=True,
 )
 # What a key is allowed to be, as one table: (keys, test, what is allowed).
 RULES = [
     ("steps batch_size n_points short_points d_model n_layers head_size n_buckets eval_datasets "
      "final_eval_datasets", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("max_queries seed threads eval_every save_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("max_queries seed threads eval_every save_every", lambda v: isinstance(v, int) and v >= 0,
+     "an integer >= 0"),
     ("weight_decay grad_clip x_freq", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
     ("short_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -85,7 +79,6 @@ PRESETS = {
                        steps=20000, lr=1e-4, warmup=0.1),                     # the paper's own size
 }
 
-
 def lr_at(step, cfg):
     """Linear warm-up, then cosine decay to 0."""
     warm = max(1, int(cfg["warmup"] * cfg["steps"]))
@@ -94,19 +87,17 @@ def lr_at(step, cfg):
     return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg["steps"] - warm)))
 
 
-# ---- Command line: argparse built from CONFIG; defaults < preset < flags < keyword overrides -------------------
+# ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):           # one line that says what is allowed, not a usage screen
         if message.startswith("unrecognized"):
             message += f"; known options: --preset, {', '.join('--' + k for k in CONFIG)}"
         raise ValueError(message)
 
-
 def _bool(text):
     if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return text.lower() in ("true", "1", "yes")
-
 
 def parser():
     p = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,11 +110,9 @@ def parser():
             p.add_argument(f"--{key}", type=type(default), help=f"default {default!r}")
     return p
 
-
 def mismatch(old, new):
     """The keys that shape a run (its data, schedule and network) in which two configs differ."""
     return [k for k in CONFIG if k not in RUNTIME and old.get(k, CONFIG[k]) != new.get(k, CONFIG[k])]
-
 
 def resolve_config(argv=(), **overrides):
     """The run's config, checked: a ValueError with one line that says what is allowed."""
@@ -144,37 +133,31 @@ def resolve_config(argv=(), **overrides):
     if cfg["d_model"] % cfg["head_size"]:
         raise ValueError(f"d_model ({cfg['d_model']}) must be a multiple of head_size ({cfg['head_size']})")
     if cfg["short_fraction"] > 0 and cfg["short_points"] > cfg["n_points"]:
-        raise ValueError(f"short_points ({cfg['short_points']}) must be <= n_points ({cfg['n_points']}) while "
-                         f"short_fraction > 0; or pass --short_fraction 0")
+        raise ValueError(f"short_points ({cfg['short_points']}) must be <= n_points ({cfg['n_points']}) "
+                         "while short_fraction > 0; or pass --short_fraction 0")
     if cfg["device"] not in ("auto", "cpu") and not cfg["device"].startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg['device']!r}")
     if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg['device']!r}: this torch sees no CUDA device; use --device cpu or auto")
+        raise ValueError(f"device {cfg['device']!r}: this torch sees no CUDA device; use --device cpu/auto")
     gap_plan(prior, cfg["final_eval_datasets"], cfg["n_points"])
     if cfg["eval_every"]:
         gap_plan(prior, cfg["eval_datasets"], cfg["n_points"])
     differ = sorted(mismatch(base, cfg))
     default = os.path.join("checkpoints", "-".join([name] + [f"{k}{cfg[k]}" for k in differ]) + ".pt")
     cfg["out"] = cfg["out"] or default
-    if "out" not in given and not cfg["resume"] and os.path.exists(default):
-        old = load_checkpoint(default).get("train_config", {})
-        if mismatch(old, cfg):
-            k = mismatch(old, cfg)[0]
-            raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG[k])!r}, not {cfg[k]!r}: pass "
-                             "--out to write over it or to choose another file")
+    old = load_checkpoint(default).get("train_config", {}) if os.path.exists(default) else cfg
+    if "out" not in given and not cfg["resume"] and mismatch(old, cfg):
+        k = mismatch(old, cfg)[0]
+        raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG[k])!r}, not {cfg[k]!r}: pass "
+                         "--out to write over it or to choose another file")
     return cfg
 
 
-# ---- Training ------------------------------------------------------------------------------------------------
-def architecture(cfg):
-    """The config keys that shape the network: what a checkpoint's model.config records."""
-    return {k: cfg[k] for k in ("d_model", "n_layers", "head_size", "pre_norm", "count_feature", "x_freq")}
-
-
+# ---- Training ---------------------------------------------------------------------------------------------
 def build_model(cfg):
     """The fresh network a resolved config describes (its prior's bucket borders, seeded)."""
-    return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **architecture(cfg))
-
+    shape = {k: cfg[k] for k in ("d_model", "n_layers", "head_size", "pre_norm", "count_feature", "x_freq")}
+    return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **shape)
 
 def batch(cfg, prior, step, rank=0):
     """Step `step`'s datasets x, y (B, n), context size k and query end, drawn from a generator seeded by
@@ -185,9 +168,8 @@ def batch(cfg, prior, step, rank=0):
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
 
-
 def train(cfg=None, **overrides):
-    """Train the network a config describes (or the defaults with keyword overrides). Returns (model, summary)."""
+    """Train the network a config describes (or the defaults with overrides). Returns (model, summary)."""
     cfg = resolve_config(**overrides) if cfg is None else {**cfg, **overrides}
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     device = cfg["device"] if cfg["device"] != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
@@ -205,9 +187,7 @@ def train(cfg=None, **overrides):
     start, history = 0, []
     if cfg["resume"]:
         ckpt = load_checkpoint(cfg["out"], prior=cfg["prior"])
-        changed = mismatch(ckpt.get("train_config", {}), cfg)
-        if changed:
-            k = changed[0]
+        for k in mismatch(ckpt.get("train_config", {}), cfg)[:1]:
             raise ValueError(f"--resume: {cfg['out']} was trained with {k}={ckpt['train_config'].get(k)!r}, "
                              f"not {cfg[k]!r}; a resumed run keeps every key that shapes its data and schedule")
         model.load_state_dict(ckpt["state_dict"])
@@ -215,6 +195,7 @@ def train(cfg=None, **overrides):
         start, history = ckpt["step"], [tuple(h) for h in ckpt["history"]]
         if main:
             print(f"resumed {cfg['out']} at step {start}")
+    # with an empty context the attention's weights get no gradient: DDP must not wait for them
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
 
@@ -223,18 +204,15 @@ def train(cfg=None, **overrides):
             save_model(model, cfg["out"], optimizer=opt.state_dict(), step=step, history=history,
                        train_config=cfg, **extra)
 
-    def evaluate(n):
-        model.eval()
-        gap = posterior_gap(model, prior, n_datasets=n, n_points=cfg["n_points"], seed=12345)
-        model.train()
-        return gap
+    evaluate = lambda n: posterior_gap(model, prior, n_datasets=n, n_points=cfg["n_points"], seed=12345)
 
     bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
                disable=not (main and cfg["progress"]), dynamic_ncols=True)
     t0, done, loss_sum = time.time(), start, torch.zeros((), device=device)
     try:
         for step in bar:
-            x, y, k, q_end = (t.to(device) if torch.is_tensor(t) else t for t in batch(cfg, prior, step, rank))
+            x, y, k, q_end = batch(cfg, prior, step, rank)
+            x, y = x.to(device), y.to(device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -265,42 +243,34 @@ def train(cfg=None, **overrides):
         raise SystemExit(130)
     bar.close()
     seconds = time.time() - t0
-    summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / max(seconds, 1e-9),
+    summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / max(seconds, 1e-6),
                    final_loss=history[-1][1] if history else math.nan, checkpoint=cfg["out"])
     if main:
         summary["gap"] = evaluate(cfg["final_eval_datasets"])
-        # weights_only loading takes plain things only: dict keys become strings
-        summary["gap"]["per_context"] = {str(k): v for k, v in summary["gap"]["per_context"].items()}
     save(cfg["steps"], summary=summary)
     if world > 1:
         dist.destroy_process_group()
     return model, summary
 
-
-def report(cfg, s):
-    g = s["gap"]
-    how = "every context size" if g["all_sizes"] else "one context size each"
-    print(f"trained {cfg['prior']} ({cfg['preset']} preset): {s['steps']} steps in {s['seconds']:.0f} s "
-          f"({s['steps_per_s']:.1f} steps/s), final training loss {s['final_loss']:.3f}")
-    print(f"posterior gap (NLL_network - NLL_exact, nats per query): {g['gap']:.4f} ± {g['se']:.4f} "
-          f"({g['n_datasets']} datasets, {how} 0…{cfg['n_points'] - 1}, seed {g['seed']}; ± one standard error)")
-    print("  by context size: " + ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items()))
-    if g["head"]:
-        print(f"  of which the {cfg['n_buckets']}-bucket output head alone costs {g['head']:.4f}")
-    print(f"checkpoint: {s['checkpoint']}")
-
-
 def main(argv):
+    rank0 = int(os.environ.get("RANK", 0)) == 0
     try:
         cfg = resolve_config(argv)
-        if int(os.environ.get("RANK", 0)) == 0:
+        if rank0:
             print("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
-        _, summary = train(cfg)
+        _, s = train(cfg)
     except ValueError as e:            # a mistake in the config, or a checkpoint that does not fit
         raise SystemExit(f"train.py: {e}")
-    if int(os.environ.get("RANK", 0)) == 0:
-        report(cfg, summary)
-
+    if rank0:
+        g, how = s["gap"], "every context size" if s["gap"]["all_sizes"] else "one context size each"
+        print(f"trained {cfg['prior']} ({cfg['preset']} preset): {s['steps']} steps in {s['seconds']:.0f} s "
+              f"({s['steps_per_s']:.1f} steps/s), final training loss {s['final_loss']:.3f}")
+        print(f"posterior gap (NLL_network - NLL_exact, nats per query): {g['gap']:.4f} ± {g['se']:.4f} "
+              f"(± 1 standard error; {g['n_datasets']} datasets, {how} 0…{cfg['n_points'] - 1}, seed {g['seed']})")
+        print("  by context size: " + ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items()))
+        if g["head"]:
+            print(f"  of which the {cfg['n_buckets']}-bucket output head alone costs {g['head']:.4f}")
+        print(f"checkpoint: {s['checkpoint']}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
