@@ -577,7 +577,8 @@ def main(argv=None):
         return 0
     unknown = [n for n in args.names if n not in FIGURES]
     problem = (f"unknown figure {', '.join(map(repr, unknown))}; known figures: {', '.join(FIGURES)}"
-               if unknown else f"--threads must be >= 1, got {args.threads}" if args.threads < 1 else None)
+               if unknown else f"--threads must be >= 1, got {args.threads}" if args.threads < 1 else
+               "--docs takes real figures only, not --fast ones" if args.docs and args.fast else None)
     try:
         if not problem:
             os.makedirs(args.out, exist_ok=True)

@@ -912,8 +912,10 @@ def test_counting_figure_fast(tmp_path, monkeypatch):
     assert max(plain) - min(plain) < 1e-3                # averaging attention: one answer for every c
     assert max(counting) - min(counting) > 1e-2          # the count feature lets it move
     assert not (tmp_path / "docs").exists()              # a README figure: docs/ only with --docs
-    assert figures.main(["--fast", "--threads", "1", "--out", "out", "--docs", "counting"]) == 0
-    assert [p.name for p in (tmp_path / "docs").iterdir()] == ["counting.png"]
+    assert figures.main(["--fast", "--out", "out", "--docs", "counting"]) == 2      # and never a fast one
+    monkeypatch.setattr(figures, "README_FIGURES", ("coin_flip",))
+    assert figures.main(["--threads", "1", "--out", "out", "--docs", "coin_flip"]) == 0
+    assert [p.name for p in (tmp_path / "docs").iterdir()] == ["coin_flip.png"]
 
 
 # ------------------------------------------------------------------------------------------------
