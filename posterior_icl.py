@@ -27,9 +27,7 @@ from torch.special import ndtr, ndtri
 
 NOISE_STD = 0.1  # y = f(x) + N(0, 0.1²) for every regression prior of the paper
 
-
 # === 0. Input checks: a clear ValueError instead of a silent wrong answer or a deep stack trace =============
-
 def _as_data(name, t, dims=(1, 2)):
     """t as a finite float64 tensor of 1 or 2 dimensions (only 1 if dims == (1,)); else a ValueError."""
     try:
@@ -75,15 +73,13 @@ def _number(name, v, ok, allowed):
         raise ValueError(f"{name} must be {allowed}, got {v}")
     return v
 
-
 # === 1. Priors and the exact posterior: finite grids of latents, enumerated =================================
-
 @dataclass
 class Family:
     """y = f(params, x) + noise, one latent per point of the meshgrid over `grid` ({name: values}); f takes
-    {name: tensor broadcasting against x}. `linear` names parameters f is affine in, jointly: only a speed-up
-    (Prior._log_joint needs a few sums per setting of the others, not a pass per latent); a false claim is refused.
-    """
+    {name: tensor broadcasting against x}. `linear` names parameters f is affine in, jointly: a speed-up only
+    (Prior._log_joint needs a few sums per setting of the others, not a pass per latent); a false claim is
+    refused."""
     name: str
     f: object
     grid: dict
@@ -92,7 +88,8 @@ class Family:
     def __post_init__(self):
         self.grid = {k: torch.as_tensor(v, dtype=torch.float64).flatten() for k, v in self.grid.items()}
         if set(self.linear) - set(self.grid):
-            raise ValueError(f"family {self.name!r}: linear {self.linear} must name parameters of {list(self.grid)}")
+            raise ValueError(f"family {self.name!r}: linear {self.linear} must name parameters of "
+                             f"{list(self.grid)}")
         self.nonlinear = tuple(k for k in self.grid if k not in self.linear)
         self.linear = tuple(k for k in self.grid if k in self.linear)
         self.shape = tuple(len(self.grid[k]) for k in self.nonlinear + self.linear)   # latent index order
@@ -104,9 +101,9 @@ class Family:
         if not self.linear:
             return
         g = torch.Generator().manual_seed(0)
-        x = torch.rand(7, generator=g, dtype=torch.float64) * 2 - 1
+        x = torch.rand(7, generator=g).double() * 2 - 1
         theta = {k: self.grid[k][torch.randint(len(self.grid[k]), (1,), generator=g)] for k in self.nonlinear}
-        a, b = ({k: torch.randn(1, generator=g, dtype=torch.float64) for k in self.linear} for _ in range(2))
+        a, b = ({k: torch.randn(1, generator=g).double() for k in self.linear} for _ in range(2))
         f = lambda c: self({**theta, **c}, x)
         mix = {k: 0.3 * a[k] + 0.7 * b[k] for k in self.linear}            # affine: f(mix) = mix of f
         if not torch.allclose(f(mix), 0.3 * f(a) + 0.7 * f(b), atol=1e-9):
@@ -129,7 +126,7 @@ class Prior:
     def __init__(self, name, families, noise_std=NOISE_STD):
         names = [fam.name for fam in families]
         if len(set(names)) < len(names):
-            raise ValueError(f"prior {name!r}: family names must differ (posteriors are keyed by them): {names}")
+            raise ValueError(f"prior {name!r}: family names must differ (posteriors key by them): {names}")
         self.name, self.families, self.noise_std = name, list(families), noise_std
         self.n_latents = sum(fam.size for fam in self.families)
 
@@ -151,14 +148,16 @@ class Prior:
 
     def _log_joint(self, fam, x, y):
         """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M), T the nonlinear
-        settings, M the linear coefficients'. With f = φ₀ + c·φ and r = y - φ₀, Σᵢ (rᵢ - c·φᵢ)² =
-        r·r - 2c·Φr + cᵀΦΦᵀc: three sums per nonlinear setting, then one matrix product for every c."""
+        settings, M the linear coefficients'. With f = φ₀ + c·φ and r = y - φ₀,
+        Σᵢ (rᵢ - c·φᵢ)² = r·r - 2c·Φr + cᵀΦΦᵀc: three sums per nonlinear setting,
+        then one product for all c."""
         basis = _basis(fam, x).transpose(0, 1)                                  # (B, T, 1+J, n)
         r, phi = y[:, None, :] - basis[:, :, 0], basis[:, :, 1:]                 # (B, T, n), (B, T, J, n)
         stats = torch.cat([(r * r).sum(-1, keepdim=True), (phi @ r[..., None])[..., 0],
                            (phi @ phi.transpose(-1, -2)).flatten(-2)], -1)       # (B, T, 1+J+J²)
         c = _coefficients(fam)                                                  # (M, J)
-        cfeat = torch.cat([torch.ones(len(c), 1).double(), -2 * c, (c[:, :, None] * c[:, None]).flatten(1)], 1)
+        cfeat = torch.cat([torch.ones(len(c), 1).double(), -2 * c, (c[:, :, None] * c[:, None]).flatten(1)],
+                          1)
         s = self.noise_std
         const = -x.shape[1] * math.log(s * math.sqrt(2 * math.pi)) - math.log(len(self.families) * fam.size)
         stats = stats * (-0.5 / s**2)
@@ -181,9 +180,8 @@ class Prior:
             names = fam.nonlinear + fam.linear
             log_w[fam.name] = lw.permute(0, *[1 + names.index(k) for k in fam.grid])
             mass[fam.name] = lw.flatten(1).logsumexp(1).exp()
-        if not batched:
-            log_w, log_ev, mass = {k: v[0] for k, v in log_w.items()}, log_ev[0], {k: v[0] for k, v in mass.items()}
-        return Posterior(log_w, log_ev, mass)
+        one = (lambda d: d) if batched else (lambda d: {k: v[0] for k, v in d.items()})
+        return Posterior(one(log_w), log_ev if batched else log_ev[0], one(mass))
 
     def predict(self, x_ctx, y_ctx, x_query, prune=40.0, merge=True):
         """The exact PPD at x_query, a Gaussian mixture over latents. Latents below e^-prune of the best are
@@ -201,7 +199,8 @@ class Prior:
             for fam, j in zip(self.families, joints):
                 log_w = j - log_ev[:, None, None]                                            # (b, T, M)
                 # the mean needs only Σ_c w·[1, c] per nonlinear setting (f is affine in c)
-                moments = log_w.exp() @ torch.cat([torch.ones(log_w.shape[-1], 1).double(), _coefficients(fam)], 1)
+                coef = _coefficients(fam)
+                moments = log_w.exp() @ torch.cat([torch.ones(len(coef), 1).double(), coef], 1)
                 shared = None
                 for i in range(b0, min(B, b0 + step)):
                     r = 0 if empty else i - b0
@@ -222,7 +221,7 @@ def _meshgrid(grid, names):
     return {k: a.flatten() for k, a in zip(names, axes)}
 
 def _basis(fam, x):
-    """f = φ₀(x; θ) + Σ_j c_j φ_j(x; θ), c the linear coefficients, θ the rest: (B, n) -> (T, B, 1+J, n)."""
+    """f = φ₀(x; θ) + Σ cⱼ φⱼ(x; θ), c linear, θ the rest: (B, n) -> (T, B, 1+J, n)."""
     theta = {k: v[:, None, None] for k, v in _meshgrid(fam.grid, fam.nonlinear).items()}   # (T, 1, 1)
     T = math.prod(len(fam.grid[k]) for k in fam.nonlinear)
     zero = {k: torch.zeros((), dtype=torch.float64) for k in fam.linear}
@@ -237,9 +236,8 @@ def _coefficients(fam):
 
 def _merge_alike(fam, log_w, x_query):
     """Sum the weights of nonlinear settings that give the same f at every query, (T, M) -> (T, M), into the
-    first of each group (the others get weight 0, and are pruned); None where that would not shrink the
-    mixture 4×. Exact: the PPD sees f only at the queries. Q queries split the step positions into Q+1 groups.
-    """
+    first of each group (the others get weight 0, and are pruned); None unless the mixture shrinks 4×.
+    Exact, as the PPD sees f only at the queries: Q queries split the step positions into Q+1 groups."""
     if not fam.nonlinear:
         return None
     phi = _basis(fam, x_query[None])[:, 0].flatten(1)                      # (T, (1+J)·Q): f at the queries
@@ -259,17 +257,23 @@ def brute_force(prior, x, y, xq, yq):
     """Bayes' rule the straightforward way, to check the fast one: every latent, one data point at a time.
     x, y (k,), xq, yq (Q,) -> log posterior weights of all latents (L,; families in order, each in 'ij' order
     of its grid), log evidence, and the PPD's mean, log density and cdf at (xq, yq), each (Q,)."""
-    s, grids = prior.noise_std, [(fam, _meshgrid(fam.grid, list(fam.grid))) for fam in prior.families]
+    grids, log_w, log_normal = _every_latent(prior)
     f_at = lambda xi: torch.cat([fam(p, torch.as_tensor(xi).double()) for fam, p in grids])   # (L,)
-    log_normal = lambda v, mu: -0.5 * ((v - mu) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))
-    log_w = torch.cat([torch.full((fam.size,), -math.log(len(grids) * fam.size), dtype=torch.float64) for fam, _ in grids])
     for xi, yi in zip(x, y):
         log_w = log_w + log_normal(yi, f_at(xi))
     log_ev = log_w.logsumexp(0)
     log_w = log_w - log_ev
-    ppd = [[(log_w.exp() * mu).sum(), (log_w + log_normal(yj, mu)).logsumexp(0), (log_w.exp() * ndtr((yj - mu) / s)).sum()]
-           for xj, yj in zip(xq, yq) for mu in [f_at(xj)]]                    # one query at a time: memory L
+    ppd = [[(log_w.exp() * mu).sum(), (log_w + log_normal(yj, mu)).logsumexp(0),   # a query at a time
+            (log_w.exp() * ndtr((yj - mu) / prior.noise_std)).sum()] 
+           for xj, yj in zip(xq, yq) for mu in [f_at(xj)]]
     return (log_w, log_ev, *torch.tensor(ppd, dtype=torch.float64).reshape(-1, 3).T)
+
+def _every_latent(prior):
+    """Each family's whole meshgrid, the log prior of every latent (L,), and the Gaussian log density."""
+    s, grids = prior.noise_std, [(fam, _meshgrid(fam.grid, list(fam.grid))) for fam in prior.families]
+    log_prior = torch.cat([torch.full((f.size,), -math.log(len(grids) * f.size), dtype=torch.float64)
+                           for f, _ in grids])
+    return grids, log_prior, lambda v, mu: -0.5 * ((v - mu) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))
 
 class CoinPrior:
     """E5: a coin with unknown bias p on a grid; x ≡ 0 carries no information, y ~ Bernoulli(p)."""
@@ -305,8 +309,7 @@ class CoinPrior:
 
 
 # The paper's priors. Each family's f takes a dict of parameters and x, broadcasting.
-def _lin(a, b, n):
-    return torch.linspace(a, b, n, dtype=torch.float64)
+_lin = lambda a, b, n: torch.linspace(a, b, n, dtype=torch.float64)
 
 _sine = Family("sine", lambda p, x: p["y_off"] + 0.2 * torch.sin(3 * math.pi * x), {"y_off": _lin(0, 1, 101)},
                linear=("y_off",))
@@ -334,9 +337,7 @@ def get_prior(name):
         raise ValueError(f"unknown prior {name!r}; known priors: {', '.join(PRIORS)}")
     return PRIORS[name]
 
-
 # === 2. Predictive distributions: one interface for the exact posterior and for the network =================
-
 class Predictive:
     """mean, log_prob(y), cdf(y), quantile(q), bucket_probs(borders), shaped like the queries: (Q,) or
     (B, Q). y and q broadcast against that shape and may add leading dimensions: (V, 1, 1) -> (V, B, Q)."""
@@ -349,8 +350,8 @@ class Predictive:
         return c.diff(dim=0).movedim(0, -1).clamp_min(0)
 
 class MixturePredictive(Predictive):
-    """The exact PPD Σ_l w_l N(y; f_l(x*), σ²), in chunks of latents to bound memory. parts[b] lists, per family:
-    (family, indices (K,) and log weights (K,) of the latents that matter, moments Σ_c w·[1, c] (T, 1+J))."""
+    """The exact PPD Σ_l w_l N(y; f_l(x*), σ²), in chunks of latents to bound memory. parts[b] lists, per
+    family: (family, indices (K,) and log weights (K,) of the latents that matter, moments Σ_c w·[1, c])."""
     CHUNK = 2**18  # latents × values × queries at once: small enough to stay in the cache
 
     def __init__(self, parts, x_query, noise_std, batched):
@@ -427,21 +428,18 @@ class BernoulliPredictive(Predictive):
     def quantile(self, q):
         return (torch.as_tensor(q, dtype=self.p.dtype) > 1 - self.p).to(self.p.dtype)
 
-
 # === 3. The bar distribution: how a network outputs a whole predictive distribution over y ==================
-
 def bucket_borders(prior, n_buckets=1000, n_datasets=10_000, n_points=10, seed=0):
-    """Borders at equal-mass quantiles of y sampled from the prior, (n_buckets + 1,): resolution where the data
-    are. Duplicates (y with atoms) are merged, so no bucket has width 0 and log-density -inf."""
+    """Borders at equal-mass quantiles of y sampled from the prior, (n_buckets + 1,): resolution where the
+    data are. Duplicates (y with atoms) are merged, so no bucket has width 0 and log-density -inf."""
     _, y = prior.sample(n_datasets, n_points, generator=torch.Generator().manual_seed(seed))
     b = torch.quantile(y.flatten().double(), torch.linspace(0, 1, n_buckets + 1, dtype=torch.float64))
     return torch.unique(b).float()
 
 class BarPredictive(Predictive):
-    """A density over buckets, logits (..., buckets): bucket b holds softmax(logits)_b, uniform inside an inner
-    bucket; the outer two hold a half-normal pointing outwards from their inner border, half of it inside the
-    bucket, so the support is all of ℝ and a far y has a finite log-density. Every method uses this density.
-    """
+    """A density over buckets, logits (..., buckets): bucket b holds softmax(logits)_b, uniform inside an
+    inner bucket; the outer two hold a half-normal pointing outwards from their inner border, half of it in
+    the bucket, so the support is all of ℝ and a far y has a finite log-density. Every method uses it."""
     HALF = 0.6744897501960817  # median of |N(0, 1)|
 
     def __init__(self, borders, logits):
@@ -464,7 +462,8 @@ class BarPredictive(Predictive):
         """log density at y of bucket b's shape, normalised to mass 1."""
         left, right = self._tail_distance(y)
         half_normal = lambda d, s: math.log(2 / math.sqrt(2 * math.pi)) - 0.5 * d**2 - s.log()
-        inner = torch.where(b == len(self.widths) - 1, half_normal(right, self.scale_right), -self.widths[b].log())
+        last = len(self.widths) - 1
+        inner = torch.where(b == last, half_normal(right, self.scale_right), -self.widths[b].log())
         return torch.where(b == 0, half_normal(left, self.scale_left), inner)
 
     def _check_y(self, y):
@@ -513,12 +512,10 @@ class BarPredictive(Predictive):
         return (self.log_p.exp() * mids).sum(-1)
 
 
-
 # === 4. The transformer: a set model from (context, queries) to a predictive per query ======================
-
 class Block(nn.Module):
-    """Attention + feed-forward, each residual; post-norm as in the paper, or pre-norm. The output projection
-    and the second feed-forward layer start at zero: a block starts as the identity, so depth does not hurt."""
+    """Attention + feed-forward, each residual; post-norm as in the paper, or pre-norm. The output
+    projection and the second feed-forward layer start at zero: each block starts as the identity."""
 
     def __init__(self, d_model, head_size, pre_norm):
         super().__init__()
@@ -572,7 +569,8 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, head_size, pre_norm) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         n_out = len(self.borders) - 1 if regression else 2
-        self.decoder = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, n_out))
+        self.decoder = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
+                                     nn.Linear(4 * d_model, n_out))
 
     def x_features(self, x):
         """(B, n) -> (B, n, 1), or with x_freq = w (B, n, 3): [x, sin(wπx), cos(wπx)]."""
@@ -608,10 +606,8 @@ class Transformer(nn.Module):
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         if not len(self.borders):
             get_prior(self.prior)._log_joint(y_ctx)           # refuses labels other than 0 and 1
-        p, was_training = next(self.parameters()), self.training
-        self.eval()
+        p = next(self.parameters())          # no dropout or batch statistics: train and eval modes agree
         logits = self(*(t.to(p.device, p.dtype) for t in (x_ctx, y_ctx, x_query))).float().cpu()
-        self.train(was_training)
         return self.predictive(logits if batched else logits[0])
 
 def make_model(prior, n_buckets=1000, seed=0, **config):
@@ -620,9 +616,7 @@ def make_model(prior, n_buckets=1000, seed=0, **config):
     borders = bucket_borders(p, n_buckets, seed=seed) if p.kind == "regression" else None
     return Transformer(prior, borders, **config)
 
-
 # === 5. Checkpoints: one file of plain things, written atomically ===========================================
-
 def atomic_write(path, write):
     """Create `path` through write(binary file): written beside it, then renamed over it, so a crash never
     leaves half a file and never destroys the previous one."""
@@ -650,7 +644,8 @@ def load_checkpoint(path, prior=None):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:                    # missing, truncated, or not a torch file at all
-        raise ValueError(f"{str(path)!r} is not a readable posterior-icl checkpoint ({type(e).__name__})") from None
+        raise ValueError(f"{str(path)!r} is not a readable posterior-icl checkpoint ({type(e).__name__})") \
+            from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "posterior-icl/1":
         raise ValueError(f"{str(path)!r} is not a posterior-icl checkpoint (no 'format': 'posterior-icl/1')")
     if prior is not None and ckpt["prior"] != prior:
@@ -665,9 +660,7 @@ def load_model(path, prior=None):
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
-
 # === 6. The headline metric: how far is the network from the exact posterior? ===============================
-
 GAP_BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, math.inf))
 
 def bin_label(lo, hi):
@@ -684,15 +677,13 @@ def gap_plan(prior, n_datasets, n_points, all_sizes=None):
     return all_sizes
 
 def _log_prob_at_every_size(prior, x, y):
-    """log p(y_q | x_q, the first k points) of the exact PPD for all k <= q, (B, N, N) as [b, k, q]: one matrix
-    product per dataset over every latent, exp-normalised (data from the prior do not underflow it)."""
-    s, grids = prior.noise_std, [(fam, _meshgrid(fam.grid, list(fam.grid))) for fam in prior.families]
-    log_prior = torch.cat([torch.full((f.size,), -math.log(len(grids) * f.size), dtype=torch.float64) for f, _ in grids])
+    """log p(y_q | x_q, the first k points) of the exact PPD for all k <= q, (B, N, N) as [b, k, q]: one
+    matrix product per dataset over every latent, exp-normalised (data from the prior do not underflow it)."""
+    grids, log_prior, log_normal = _every_latent(prior)
     out = []
     for xb, yb in zip(x.double(), y.double()):
-        mu = torch.cat([fam({k: v[:, None] for k, v in p.items()}, xb) for fam, p in grids])          # (L, N)
-        ll = -0.5 * ((yb - mu) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))                    # (L, N)
-        joint = log_prior[:, None] + torch.cat([torch.zeros_like(ll[:, :1]), ll.cumsum(1)[:, :-1]], 1)  # [l, k]
+        ll = log_normal(yb, torch.cat([fam({k: v[:, None] for k, v in p.items()}, xb) for fam, p in grids]))
+        joint = log_prior[:, None] + torch.cat([0 * ll[:, :1], ll.cumsum(1)[:, :-1]], 1)   # [l, k]: k points
         w, lik = (joint - joint.amax(0)).exp(), (ll - ll.amax(0)).exp()
         out.append(((w.T @ lik) / w.sum(0)[:, None]).log() + ll.amax(0))                              # [k, q]
     return torch.stack(out)
@@ -700,10 +691,10 @@ def _log_prob_at_every_size(prior, x, y):
 @torch.no_grad()
 def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_sizes=None):
     """NLL_network - NLL_exact per query on seeded datasets from the prior (nats): as E[NLL_network] =
-    E[KL(PPD ‖ network)] + E[NLL_exact], an estimate of the expected KL, far less noisy than either NLL. At size
-    k a dataset's first k points are the context. Returns dict(gap, se: mean over sizes 0 … n_points-1, equally
-    weighted as in training; per_context {'k': [gap, se]}; bins {label: [gap, se]}; head: the gap of the exact
-    PPD put on the network's buckets; nll_exact; n_datasets, seed, all_sizes). se: over datasets."""
+    E[KL(PPD ‖ network)] + E[NLL_exact], an estimate of the expected KL, far less noisy than either NLL. At
+    size k a dataset's first k points are the context. Returns dict(gap, se: mean over sizes 0 … N-1,
+    equally weighted as in training; per_context {'k': [gap, se]}; bins {label: [gap, se]}; head: the gap of
+    the exact PPD put on the network's buckets; nll_exact; n_datasets, seed, all_sizes). se: over datasets."""
     prior = get_prior(prior) if isinstance(prior, str) else prior
     if model.prior != prior.name:
         raise ValueError(f"the network was trained on prior {model.prior!r}, not {prior.name!r}")
@@ -722,56 +713,56 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
         nll[rows, k] = -lp_exact.mean(-1)
         head[rows[own], k] = 0.0
         if isinstance(net, BarPredictive) and len(own):
-            # the best any head on these buckets can do: y's bucket's exact mass, spread in that bucket's shape
+            # the best any head on these buckets can do: y's bucket's exact mass, in that bucket's shape
             yo, b, last = yq[own], net._bucket(yq[own]), len(net.widths) - 1
-            edges = torch.stack([torch.where(b == 0, -1e6, net.borders[b]), torch.where(b == last, 1e6, net.borders[b + 1])])
+            edges = torch.stack([torch.where(b == 0, -1e6, net.borders[b]),
+                                 torch.where(b == last, 1e6, net.borders[b + 1])])
             lp_head = exact.cdf(edges).diff(dim=0)[0].clamp_min(1e-300).log() + net._log_shape(yo, b).double()
             head[rows[own], k] = (lp_exact[own] - lp_head).mean(-1)
 
     def stat(v):                    # per-dataset values -> [mean, standard error]; NaN: not measured
         v = v[~v.isnan()]
         return [v.mean().item(), (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else math.nan]
-    bins = {bin_label(lo, hi): stat(gap[:, lo:int(min(hi, n_points)) + 1].nanmean(1)) for lo, hi in GAP_BINS if lo < n_points}
+    bins = {bin_label(lo, hi): stat(gap[:, lo:int(min(hi, n_points)) + 1].nanmean(1))
+            for lo, hi in GAP_BINS if lo < n_points}
     gap_se = stat(gap.nanmean(1))
     return dict(gap=gap_se[0], se=gap_se[1], head=head.nanmean().item(), nll_exact=nll.nanmean().item(),
                 n_datasets=n_datasets, seed=seed, all_sizes=all_sizes, bins=bins,
                 per_context={str(k): stat(gap[:, k]) for k in range(n_points)})  # str: as in a checkpoint
 
-
 # === 7. The limits: closed forms where the posterior is undefined (E7) or itself misleads (E8, E9) ==========
-
 def coin_flip_predictive(ns, p_true=0.5, support=(0.3, 0.6)):
-    """E8: P(y = 1) after n flips of a p_true-coin under an equal-weight prior on the biases `support`, each
-    bias q weighed (as the paper does) by its expected likelihood L_q(n) = Σ_k Bin(k; n, p_true) Bin(k; n, q).
-    ns (N,) or one int -> (predictive (N,), likelihood (N, S)) in float64; log space keeps 1000s of flips finite.
-    """
+    """E8: P(y = 1) after n flips of a p_true-coin under an equal-weight prior on the biases `support`,
+    each bias q weighed (as the paper does) by its expected likelihood L_q(n) = Σ_k Bin(k; n, p_true)
+    Bin(k; n, q). ns (N,) or one int -> (predictive (N,), likelihood (N, S)), float64, in log space."""
     ns_t = torch.as_tensor(ns, dtype=torch.float64)
     if ns_t.dim() > 1 or ns_t.numel() == 0 or not torch.isfinite(ns_t).all() or (ns_t != ns_t.round()).any() \
             or (ns_t < 1).any():
-        raise ValueError(f"ns must be one positive integer (a number of flips) or a 1-D sequence of them; got {ns}")
+        raise ValueError(f"ns must be a positive integer (flips) or a 1-D sequence of them; got {ns}")
     between = "a number strictly between 0 and 1"
     p_true = _number("p_true", p_true, lambda p: 0 < p < 1, between)
-    q = torch.tensor([_number(f"support[{i}]", v, lambda p: 0 < p < 1, between) for i, v in enumerate(support)],
-                     dtype=torch.float64)
+    q = torch.tensor([_number(f"support[{i}]", v, lambda p: 0 < p < 1, between)
+                      for i, v in enumerate(support)], dtype=torch.float64)
     if len(q) == 0 or len(set(q.tolist())) < len(q):
-        raise ValueError(f"support must hold distinct biases (a repeat would double its weight); got {support}")
+        raise ValueError(f"support must hold distinct biases (a repeat doubles its weight); got {support}")
     n = ns_t.reshape(-1)[:, None, None]                                 # (N, 1, 1)
     k = torch.arange(int(n.max()) + 1, dtype=torch.float64)             # (K,) numbers of ones
     def log_bin(p):                                                     # log Bin(k; n, p); -inf where k > n
         lp = torch.distributions.Binomial(n, probs=p, validate_args=False).log_prob(torch.minimum(k, n))
         return torch.where(k <= n, lp, -math.inf)
-    log_lik = (log_bin(torch.tensor(p_true, dtype=torch.float64)) + log_bin(q[:, None])).logsumexp(-1)   # (N, S)
+    log_lik = (log_bin(torch.tensor(p_true, dtype=torch.float64)) + log_bin(q[:, None])).logsumexp(-1)  # N, S
     predictive = log_lik.softmax(-1) @ q                       # the posterior: a softmax of log L
     return (predictive[0], log_lik.exp()[0]) if ns_t.dim() == 0 else (predictive, log_lik.exp())
 
 def gp_posterior(x_train, y_train, x_test, length_scale=0.4, output_scale=1.0, noise_var=0.01):
-    """E9: exact GP regression, kernel output_scale · exp(-(a - b)² / (2ℓ²)), mean 0, nothing fitted. x_train,
-    y_train (n,), x_test (m,) -> (mean, std) of f at x_test (m,), via the Cholesky factor of K + σ²I (K alone
-    is singular for dense data); n = 0 gives the prior."""
-    x, y, xq = (_as_data(n, v, (1,)) for n, v in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)))
+    """E9: exact GP regression, kernel output_scale · exp(-(a - b)² / (2ℓ²)), mean 0, nothing fitted.
+    x_train, y_train (n,), x_test (m,) -> (mean, std) of f at x_test (m,), via the Cholesky factor of
+    K + σ²I (K alone is singular for dense data); n = 0 gives the prior."""
+    x, y, xq = (_as_data(*a, (1,)) for a in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)))
     _same_shape("x_train", x, "y_train", y)
-    ell, s2, noise = (_number(name, v, lambda t: t > 0, "a finite number > 0") for name, v in
-                      (("length_scale", length_scale), ("output_scale", output_scale), ("noise_var", noise_var)))
+    positive = lambda name, v: _number(name, v, lambda t: t > 0, "a finite number > 0")
+    ell, s2, noise = positive("length_scale", length_scale), positive("output_scale", output_scale), \
+        positive("noise_var", noise_var)
     k = lambda a, b: s2 * torch.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
     chol = torch.linalg.cholesky(k(x, x) + noise * torch.eye(len(x), dtype=torch.float64))   # (n, n), lower
     k_star = k(x, xq)                                                                        # (n, m)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from posterior_icl import (PRIORS, BarPredictive, BernoulliPredictive, Family, Prior, brute_force, bucket_borders,
-                           gap_plan, get_prior, load_model, make_model, posterior_gap, save_model)
+from posterior_icl import (PRIORS, BarPredictive, BernoulliPredictive, Family, Prior, brute_force,
+                           bucket_borders, gap_plan, get_prior, load_model, make_model, posterior_gap,
+                           save_model)
 
 torch.set_num_threads(2)
 
@@ -67,7 +68,8 @@ def test_coins_reference_series():
 TINY = Prior("tiny", [
     Family("bump", lambda p, x: p["h"] * torch.exp(-((x - p["c"]) / p["w"]) ** 2),
            {"h": [-0.5, 0.3, 1.0], "c": [-0.5, 0.0, 0.5, 0.7], "w": [0.2, 0.6]}, linear=("h",)),
-    Family("line", lambda p, x: p["a"] * x + p["b"], {"a": [-1.0, 0.5], "b": [0.0, 0.2, 0.4]}, linear=("a", "b")),
+    Family("line", lambda p, x: p["a"] * x + p["b"], {"a": [-1.0, 0.5], "b": [0.0, 0.2, 0.4]},
+           linear=("a", "b")),
     Family("wave", lambda p, x: 0.3 * torch.sin(p["k"] * x), {"k": [1.0, 2.0, 4.0]}),
 ])
 
@@ -84,7 +86,8 @@ def test_exact_posterior_matches_brute_force(n_ctx):
     xc, yc, xq, yq = x[:n_ctx], y[:n_ctx], x[n_ctx:], y[n_ctx:]
     log_w, log_ev, mean, log_dens, cdf = brute_force(TINY, xc, yc, xq, yq)
     post = TINY.posterior(xc, yc)
-    ours = torch.cat([post.log_weights[f.name].flatten() for f in TINY.families])   # grid order = meshgrid 'ij'
+    # grid order = meshgrid 'ij'
+    ours = torch.cat([post.log_weights[f.name].flatten() for f in TINY.families])
     close(ours, log_w, 1e-9)
     assert post.log_evidence.item() == pytest.approx(log_ev.item(), abs=1e-9)
     pred = TINY.predict(xc, yc, xq)
@@ -97,13 +100,16 @@ def test_brute_force_is_bayes_rule_by_hand():
     """The reference itself, against Bayes' rule written out for a two-latent prior."""
     two = Prior("two", [Family("c", lambda p, x: p["c"] + 0 * x, {"c": [0.0, 0.3]})])
     x, y = torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.2], dtype=torch.float64)
-    log_w, log_ev, mean, _, cdf = brute_force(two, x, y, torch.zeros(1), torch.tensor([0.1], dtype=torch.float64))
-    lik = torch.exp(-0.5 * ((0.2 - torch.tensor([0.0, 0.3], dtype=torch.float64)) / 0.1) ** 2) / (0.1 * math.sqrt(2 * math.pi))
+    log_w, log_ev, mean, _, cdf = brute_force(two, x, y, torch.zeros(1),
+                                              torch.tensor([0.1], dtype=torch.float64))
+    lik = (torch.exp(-0.5 * ((0.2 - torch.tensor([0.0, 0.3], dtype=torch.float64)) / 0.1) ** 2)
+           / (0.1 * math.sqrt(2 * math.pi)))
     w = lik / lik.sum()
     close(log_w.exp(), w, 1e-12)
     assert log_ev.item() == pytest.approx(math.log(lik.mean().item()), abs=1e-12)
     assert mean.item() == pytest.approx(0.3 * w[1].item(), abs=1e-12)
-    assert cdf.item() == pytest.approx(w[0] * 0.5 * (1 + math.erf(1 / math.sqrt(2))) + w[1] * 0.5 * (1 + math.erf(-2 / math.sqrt(2))), abs=1e-12)
+    assert cdf.item() == pytest.approx(w[0] * 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+                                       + w[1] * 0.5 * (1 + math.erf(-2 / math.sqrt(2))), abs=1e-12)
 
 
 def test_family_names_in_a_prior_must_differ():
@@ -125,7 +131,8 @@ def test_merging_latents_alike_at_the_queries_matches_brute_force(n_ctx):
     xc, yc, xq, yq = x[:n_ctx], y[:n_ctx], x[n_ctx:], y[n_ctx:]
     _, _, mean, log_dens, cdf = brute_force(STEPPY, xc, yc, xq, yq)
     merged, plain = STEPPY.predict(xc, yc, xq), STEPPY.predict(xc, yc, xq, merge=False)
-    assert sum(len(p[1]) for p in merged.parts[0]) <= 4 * 9 < sum(len(p[1]) for p in plain.parts[0])   # merged
+    # merged
+    assert sum(len(p[1]) for p in merged.parts[0]) <= 4 * 9 < sum(len(p[1]) for p in plain.parts[0])
     for pred in (merged, plain):
         close(pred.mean, mean, 1e-10)
         close(pred.log_prob(yq), log_dens, 1e-9)
@@ -211,7 +218,8 @@ def test_posterior_concentrates_on_the_latent_that_made_the_data(name):
         lw = prior.posterior(x[:n], y[:n]).log_weights[fam.name]
         masses.append(lw[tuple(len(v) // 3 for v in fam.grid.values())].exp().item())
     assert masses[0] < masses[1] < masses[2]
-    assert masses[2] * prior.n_latents > 1000            # 1000× more than its prior weight, among 10⁴–10⁶
+    # 1000× more than its prior weight, among 10⁴–10⁶
+    assert masses[2] * prior.n_latents > 1000
 
 
 @pytest.mark.parametrize("name, n", [("sines_lines", 3000), ("sines_phase", 3000), ("steps", 300)])
@@ -224,7 +232,8 @@ def test_samples_follow_the_exact_prior_predictive(name, n):
     u = exact.cdf(y[:, 0].double()).sort().values
     ks = (u - torch.linspace(0, 1, n, dtype=torch.float64)).abs().max().item()
     assert ks < 1.63 / math.sqrt(n)                      # the 1% Kolmogorov–Smirnov critical value
-    assert y.double().mean().item() == pytest.approx(exact.mean.mean().item(), abs=4 * y.std().item() / math.sqrt(n))
+    assert y.double().mean().item() == pytest.approx(exact.mean.mean().item(),
+                                                     abs=4 * y.std().item() / math.sqrt(n))
 
 
 def test_prior_sample_shapes_and_determinism():
@@ -266,7 +275,8 @@ def test_bar_density_integrates_to_one_and_cdf_and_mean_are_its_integrals(bar):
     y = torch.linspace(-10, 10, 4_000_001, dtype=torch.float64)[:, None]          # (V, 1) against (3,)
     dy = (y[1] - y[0]).item()
     dens = bar.log_prob(y).exp()                                                     # (V, 3)
-    assert torch.trapezoid(dens, dx=dy, dim=0).tolist() == pytest.approx([1, 1, 1], abs=5e-5)   # tails included
+    # tails included
+    assert torch.trapezoid(dens, dx=dy, dim=0).tolist() == pytest.approx([1, 1, 1], abs=5e-5)
     assert torch.trapezoid(dens * y, dx=dy, dim=0).tolist() == pytest.approx(bar.mean.tolist(), abs=1e-4)
     c = bar.cdf(y)
     assert (c.diff(dim=0) >= -1e-12).all() and c[0].max() < 1e-6 and c[-1].min() > 1 - 1e-6
@@ -332,15 +342,18 @@ def test_shuffling_the_context_changes_no_prediction(model):
     a = model(x[:, :8], y[:, :8], x[:, 8:])
     b = model(x[:, :8][:, perm], y[:, :8][:, perm], x[:, 8:])
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(a, model(x[:, :8], y[:, :8].flip(1), x[:, 8:]), atol=1e-3)  # the context matters
+    # the context matters
+    assert not torch.allclose(a, model(x[:, :8], y[:, :8].flip(1), x[:, 8:]), atol=1e-3)
 
 
 def test_queries_do_not_see_each_other(model):
     x, y = PRIORS["sines_lines"].sample(2, 12, generator=torch.Generator().manual_seed(1))
     xc, yc, xq = x[:, :6], y[:, :6], x[:, 6:]
     full = model(xc, yc, xq)
-    torch.testing.assert_close(model(xc, yc, xq[:, [2]]), full[:, [2]], atol=1e-5, rtol=1e-5)        # removing
-    torch.testing.assert_close(model(xc, yc, xq.flip(1)), full.flip(1), atol=1e-5, rtol=1e-5)        # reordering
+    # removing
+    torch.testing.assert_close(model(xc, yc, xq[:, [2]]), full[:, [2]], atol=1e-5, rtol=1e-5)
+    # reordering
+    torch.testing.assert_close(model(xc, yc, xq.flip(1)), full.flip(1), atol=1e-5, rtol=1e-5)
     more = torch.cat([xq, torch.rand(2, 9) * 2 - 1], 1)                                               # adding
     torch.testing.assert_close(model(xc, yc, more)[:, :6], full, atol=1e-5, rtol=1e-5)
 
@@ -356,7 +369,8 @@ def test_model_and_exact_share_one_interface(model):
                  PRIORS["sines_lines"].predict(x[:, :4], y[:, :4], x[:, 4:])):
         assert pred.mean.shape == (3, 5)
         assert pred.log_prob(y[:, 4:]).shape == pred.cdf(y[:, 4:]).shape == (3, 5)
-        assert pred.quantile(torch.tensor([0.1, 0.9], dtype=pred.mean.dtype)[:, None, None]).shape == (2, 3, 5)
+        assert pred.quantile(
+            torch.tensor([0.1, 0.9], dtype=pred.mean.dtype)[:, None, None]).shape == (2, 3, 5)
         assert pred.bucket_probs(torch.linspace(-2, 2, 11)).shape == (3, 5, 10)
 
 
@@ -379,7 +393,8 @@ def test_phase_features_reach_the_network_and_survive_a_checkpoint(tmp_path):
     m = make_model("sines_phase", n_buckets=50, d_model=32, n_layers=1, x_freq=3).eval()
     x = torch.tensor([[-1.0, 0.0, 1 / 6]])
     torch.testing.assert_close(m.x_features(x)[0],
-                               torch.tensor([[-1.0, 0.0, -1.0], [0.0, 0.0, 1.0], [1 / 6, 1.0, 0.0]]), atol=1e-6, rtol=0)
+                               torch.tensor([[-1.0, 0.0, -1.0], [0.0, 0.0, 1.0], [1 / 6, 1.0, 0.0]]),
+                               atol=1e-6, rtol=0)
     assert make_model("sines_phase", n_buckets=50, d_model=32, n_layers=1).x_features(x).shape == (1, 3, 1)
     save_model(m, tmp_path / "m.pt")
     loaded = load_model(tmp_path / "m.pt")
@@ -441,7 +456,8 @@ def test_averaging_attention_cannot_count_but_the_count_feature_can():
         m = make_model("coins", d_model=32, n_layers=2, count_feature=count_feature)
         for p in m.parameters():
             torch.nn.init.normal_(p, std=0.3)
-        p1 = torch.stack([m.predict(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean for c in (1, 2, 8, 64)])
+        p1 = torch.stack([m.predict(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean
+                          for c in (1, 2, 8, 64)])
         assert torch.allclose(p1, p1[0], atol=1e-5) == expect_constant, count_feature
 
 
@@ -456,13 +472,15 @@ def test_coin_network_gives_a_bernoulli():
 def test_posterior_gap_of_a_fresh_network_is_large_with_a_standard_error(model):
     r = posterior_gap(model, PRIORS["sines_lines"], n_datasets=40, n_points=8)
     assert r["gap"] > 0.5 and 0 < r["se"] < r["gap"] / 5      # an untrained network is far from the posterior
-    assert r["all_sizes"] and list(r["per_context"]) == [str(k) for k in range(8)] and list(r["bins"]) == ["0", "1", "2–3", "4–7"]
+    assert (r["all_sizes"] and list(r["per_context"]) == [str(k) for k in range(8)]
+            and list(r["bins"]) == ["0", "1", "2–3", "4–7"])
     assert all(se > 0 for _, se in r["per_context"].values())
     assert 0 <= r["head"] < 0.1                         # 100 buckets cost little
 
 
-# A "network" whose expected KL to the exact posterior is known in closed form: the one-latent prior y ~ N(0, σ²)
-# has that as its exact PPD whatever the context; the network says N(δ, σ²), KL = δ² / (2σ²) per query.
+# A "network" whose expected KL to the exact posterior is known in closed form: the one-latent
+# prior y ~ N(0, σ²) has that as its exact PPD whatever the context; the network says N(δ, σ²),
+# KL = δ² / (2σ²) per query.
 ZERO = Prior("zero", [Family("c", lambda p, x: p["c"] + 0 * x, {"c": [0.0]})])
 SHIFTED = Prior("zero", [Family("c", lambda p, x: p["c"] + 0 * x, {"c": [0.05]})])
 
@@ -484,7 +502,8 @@ def test_posterior_gap_estimates_a_known_kl_within_its_standard_error(all_sizes)
 
 
 def test_posterior_gap_bins_cover_every_context_size():
-    """Each context size falls in exactly one bin, the last open-ended: nothing a long run measures is dropped."""
+    """Each context size falls in exactly one bin, the last open-ended: nothing a long run
+    measures is dropped."""
     r = posterior_gap(Shifted(), ZERO, n_datasets=3, n_points=70)
     assert list(r["bins"]) == ["0", "1", "2–3", "4–7", "8–15", "16–31", "32–63", "≥ 64"]
     per_dataset = torch.tensor([r["per_context"][str(k)][0] for k in range(64, 70)], dtype=torch.float64)
@@ -498,7 +517,8 @@ def test_every_context_size_at_once_is_the_exact_predictive():
         x, y = prior.sample(3, 6, generator=torch.Generator().manual_seed(4))
         every = _log_prob_at_every_size(prior, x, y)                       # [b, k, q]
         for k in (0, 2, 5):
-            close(every[:, k, k:], prior.predict(x[:, :k], y[:, :k], x[:, k:]).log_prob(y[:, k:].double()), 1e-9)
+            close(every[:, k, k:],
+                  prior.predict(x[:, :k], y[:, :k], x[:, k:]).log_prob(y[:, k:].double()), 1e-9)
 
 
 def test_posterior_gap_refuses_what_it_cannot_measure(model):
@@ -515,7 +535,8 @@ def test_posterior_gap_refuses_what_it_cannot_measure(model):
 # ------------------------------------------------------------------------------------------------
 
 def test_unknown_prior_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown prior 'sine'.*sines_lines, sines_phase, steps, steps_updown, coins"):
+    with pytest.raises(ValueError, match="unknown prior 'sine'.*"
+                                         "sines_lines, sines_phase, steps, steps_updown, coins"):
         get_prior("sine")
     with pytest.raises(ValueError, match="unknown prior"):
         make_model("nope")
@@ -566,9 +587,9 @@ import sys
 
 import train
 
-TINY_RUN = dict(prior="sines_lines", steps=16, batch_size=4, n_points=8, short_points=4, d_model=32, n_layers=1,
-                n_buckets=50, eval_every=0, eval_datasets=8, final_eval_datasets=16, save_every=5, progress=False,
-                threads=2)
+TINY_RUN = dict(prior="sines_lines", steps=16, batch_size=4, n_points=8, short_points=4, d_model=32,
+                n_layers=1, n_buckets=50, eval_every=0, eval_datasets=8, final_eval_datasets=16,
+                save_every=5, progress=False, threads=2)
 
 
 def test_training_lowers_the_gap_and_writes_a_loadable_checkpoint(tmp_path):
@@ -605,7 +626,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
 
 
 def test_a_crash_resumes_from_the_last_periodic_checkpoint(tmp_path, monkeypatch):
-    """A crash (not Ctrl-C) in step 13 leaves the checkpoint of step 10; resumed, the run ends as if never stopped."""
+    """A crash (not Ctrl-C) in step 13 leaves the checkpoint of step 10; resumed, the run ends
+    as if never stopped."""
     straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
     real = train.batch
 
@@ -628,23 +650,27 @@ def test_resume_refuses_a_changed_schedule(tmp_path):
     train.train(**{**TINY_RUN, "steps": 4, "out": out})
     for key, value in [("steps", 8), ("batch_size", 5), ("lr", 1e-2)]:
         with pytest.raises(SystemExit) as e:
-            train.main([*(f"--{k}={v}" for k, v in {**TINY_RUN, "steps": 4, key: value}.items()), "--out", out,
-                        "--resume"])
+            train.main([*(f"--{k}={v}" for k, v in {**TINY_RUN, "steps": 4, key: value}.items()),
+                        "--out", out, "--resume"])
         assert f"was trained with {key}=" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_an_experiment_never_writes_over_the_presets_network(tmp_path, monkeypatch):
-    """`train.py --steps 2` (any override) is its own checkpoint; a preset's file of another config is kept."""
+    """`train.py --steps 2` (any override) is its own checkpoint; a preset's file of another
+    config is kept."""
     monkeypatch.chdir(tmp_path)
     cfg = train.resolve_config(["--steps", "2"])
     assert cfg["out"] == os.path.join("checkpoints", "sines_lines-steps2.pt")
     assert train.resolve_config(["--seed", "1", "--lr", "0.01", "--threads", "1"])["out"] == \
         os.path.join("checkpoints", "sines_lines-lr0.01-seed1.pt")          # runtime keys name nothing
     small = {k: v for k, v in TINY_RUN.items() if k != "prior"}
-    train.train(**small, out=os.path.join("checkpoints", "sines_lines.pt"))      # a network at the preset's path
+    # a network at the preset's path
+    train.train(**small, out=os.path.join("checkpoints", "sines_lines.pt"))
     with pytest.raises(ValueError, match="checkpoints/sines_lines.pt holds a run with .*pass --out"):
-        train.resolve_config([])                                              # the preset itself would overwrite it
-    assert train.resolve_config(["--out", "checkpoints/sines_lines.pt"])["out"] == "checkpoints/sines_lines.pt"
+        # the preset itself would overwrite it
+        train.resolve_config([])
+    assert (train.resolve_config(["--out", "checkpoints/sines_lines.pt"])["out"]
+            == "checkpoints/sines_lines.pt")
 
 
 def test_same_seed_same_run(tmp_path):
@@ -658,14 +684,16 @@ def test_same_seed_same_run(tmp_path):
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp.pt"
     args = [f"--{k}={v}" for k, v in {**TINY_RUN, "steps": 6, "threads": 1, "out": out}.items()]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "train.py", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=HERE)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("posterior gap") == 1                      # rank 0 alone reports
     assert torch.load(out, weights_only=True)["step"] == 6
     # each rank draws its own data, and a resumed rank draws what it would have drawn
     cfg = train.resolve_config(**TINY_RUN)
-    assert not torch.equal(train.batch(cfg, PRIORS["sines_lines"], 3, 0)[1], train.batch(cfg, PRIORS["sines_lines"], 3, 1)[1])
+    assert not torch.equal(train.batch(cfg, PRIORS["sines_lines"], 3, 0)[1],
+                           train.batch(cfg, PRIORS["sines_lines"], 3, 1)[1])
 
 
 BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lines go through train.main
@@ -689,7 +717,8 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
     (["--device", "cuda"], "this torch sees no CUDA device; use --device cpu/auto"),
     (["--device", "tpu"], "device must be auto, cpu or cuda[:N]"),
     (["--prior", "steps", "--final_eval_datasets", "10"], "n_datasets >= 40 (two per context size"),
-    (["--resume", "--out", "no/such/file.pt"], "'no/such/file.pt' is not a readable posterior-icl checkpoint"),
+    (["--resume", "--out", "no/such/file.pt"],
+     "'no/such/file.pt' is not a readable posterior-icl checkpoint"),
     (lambda: train.resolve_config(stepz=3), "unknown config key 'stepz'; known keys: preset, prior"),
     (lambda: train.resolve_config(preset="huge"), "unknown preset 'huge'; known presets: sines_lines"),
     (lambda: train.resolve_config(steps=1.5), "steps must be an integer >= 1; got 1.5"),
@@ -697,9 +726,11 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
     (lambda: make_model("nope"), "unknown prior 'nope'"),
     (lambda: make_model("sines_lines", d_model=100), "d_model (100) must be a multiple of head_size (32)"),
     (lambda: PRIORS["steps"].sample(0, 5), "batch_size and n_points must be >= 1"),
-    (lambda: PRIORS["sines_lines"].predict([0.0], [0.0], [[0.5]]), "x_query must match the context's batch layout"),
+    (lambda: PRIORS["sines_lines"].predict([0.0], [0.0], [[0.5]]),
+     "x_query must match the context's batch layout"),
     (lambda: PRIORS["sines_lines"].predict([0.0], [0.0], [0.5]).quantile(1.5), "strictly between 0 and 1"),
-    (lambda: Family("f", lambda p, x: p["a"] * x, {"a": [1.0]}, linear=("b",)), "must name parameters of ['a']"),
+    (lambda: Family("f", lambda p, x: p["a"] * x, {"a": [1.0]}, linear=("b",)),
+     "must name parameters of ['a']"),
 ]
 
 
@@ -725,7 +756,8 @@ def test_resolved_config_reaches_the_presets():
     assert cfg["lr"] == 3e-4 and cfg["pre_norm"] is False and cfg["resume"] is True
     assert cfg["out"] == os.path.join("checkpoints", "steps-lr0.0003.pt")
     assert train.resolve_config(["--preset", "sines_lines_long"])["out"].endswith("sines_lines_long.pt")
-    assert train.resolve_config()["n_points"] > 80       # the default network must take the 80-point E1a prompt
+    # the default network must take the 80-point E1a prompt
+    assert train.resolve_config()["n_points"] > 80
 
 
 # ------------------------------------------------------------------------------------------------
@@ -761,7 +793,8 @@ def test_gp_posterior_matches_a_direct_numpy_solve():
     (([0.0, 1.0], [0.0, 1.0], [float("inf")]), {}, "x_test contains NaN or inf"),
     (([0.0, 1.0], [0.0, 1.0], [0.5]), {"noise_var": 0.0}, "noise_var must be a finite number > 0"),
     (([0.0, 1.0], [0.0, 1.0], [0.5]), {"length_scale": -0.4}, "length_scale must be a finite number > 0"),
-    (([0.0, 1.0], [0.0, 1.0], [0.5]), {"output_scale": float("nan")}, "output_scale must be a finite number > 0"),
+    (([0.0, 1.0], [0.0, 1.0], [0.5]), {"output_scale": float("nan")},
+     "output_scale must be a finite number > 0"),
 ])
 def test_gp_posterior_bad_input_is_a_clear_error(args, kw, message):
     with pytest.raises(ValueError, match=message):
@@ -821,7 +854,8 @@ def test_tiny_mlp_posterior_is_bayes_rule_with_two_gaussians(noise):
 def test_tiny_mlp_posterior_without_noise_exists_only_on_the_data():
     p = tiny_mlp_posterior(torch.tensor([0.0, 1.0, 0.5, 0.999, -3.0]), noise_std=0)
     assert p[:2].tolist() == [0.0, 1.0] and p[2:].isnan().all()
-    for x, noise, message in [([0.5, float("nan")], 0.1, "NaN or inf"), ([0.5], -0.1, "noise_std must be a finite number >= 0"),
+    for x, noise, message in [([0.5, float("nan")], 0.1, "NaN or inf"),
+                              ([0.5], -0.1, "noise_std must be a finite number >= 0"),
                               ([0.5], "a", "noise_std must be a finite number")]:
         with pytest.raises(ValueError, match=message):
             tiny_mlp_posterior(x, noise)
@@ -965,7 +999,8 @@ def test_coarse_exact_quantiles_agree_with_the_exact_quantile():
 
 
 def test_e1b_and_e1c_share_their_runs_as_described():
-    """E1c: 50 … 3,200 steps, then the preset's own network; E1b: seeds 0, 1, 2 (0: E1c's 3,200-step run)."""
+    """E1c: 50 … 3,200 steps, then the preset's own network; E1b: seeds 0, 1, 2
+    (0: E1c's 3,200-step run)."""
     e1c, e1b = figures.e1c_networks(False), figures.PANELS["sines_and_lines_slope_abl"]["nets"](False)
     assert [o for _, o in e1c] == [{"steps": 50 * 2**i} for i in range(7)] + [{}]
     assert [o for _, o in e1b] == [{"steps": 3200, "seed": s} for s in (0, 1, 2)]
@@ -1036,7 +1071,8 @@ def python_blocks(name):
 
 def test_readme_python_snippets_run(tmp_path, monkeypatch, capsys):
     """The tutorial cannot rot: each ```python block of the README runs, in order, as written."""
-    monkeypatch.chdir(tmp_path)                          # the snippets write checkpoints/ and figures/: not into the checkout
+    # the snippets write checkpoints/ and figures/: not into the checkout
+    monkeypatch.chdir(tmp_path)
     blocks = python_blocks("README.md")
     assert len(blocks) >= 2 and any("PRIORS[\"quadratics\"] = " in b for b in blocks)
     try:
@@ -1079,4 +1115,5 @@ def test_exercises_run_in_fast_form(tmp_path, monkeypatch, capsys):
     exec(setup.replace("FAST = False", "FAST = True"), namespace)
     for i, block in enumerate(checks):
         exec(compile(block, f"EXERCISES.md exercise {i + 1}", "exec"), dict(namespace))
-    assert capsys.readouterr().out.count("network") >= len(checks) - 1   # every check with a network printed it
+    # every check with a network printed it
+    assert capsys.readouterr().out.count("network") >= len(checks) - 1

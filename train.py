@@ -41,8 +41,7 @@ CONFIG = dict(
     n_buckets=1000, seed=0,
     device="auto",         # auto: CUDA when present, else the CPU
     threads=0,             # torch threads on the CPU; 0: torch's default
-    eval_every=0,          # steps between evaluations of the gap (0: only at the end)
-    eval_datasets=128,     # datasets for the periodic posterior gap
+    eval_every=0, eval_datasets=128,   # steps between evaluations of the gap (0: at the end only), datasets
     final_eval_datasets=256,  # every one at every context size where the exact posterior is cheap
     save_every=500,        # steps between checkpoints
     out="",                # checkpoint path; default checkpoints/<preset>[-<what differs>].pt
@@ -103,11 +102,9 @@ def parser():
     p = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                 allow_abbrev=False, argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=PRESETS, help="a preset (default: the prior's own, if it has one)")
-    for key, default in CONFIG.items():
-        if isinstance(default, bool):    # a bare --resume means true; --pre_norm false says it
-            p.add_argument(f"--{key}", type=_bool, nargs="?", const=True, help=f"default {default}")
-        else:
-            p.add_argument(f"--{key}", type=type(default), help=f"default {default!r}")
+    for key, default in CONFIG.items():    # a bare --resume means true; --pre_norm false says it
+        kind = dict(type=_bool, nargs="?", const=True) if type(default) is bool else dict(type=type(default))
+        p.add_argument(f"--{key}", help=f"default {default!r}", **kind)
     return p
 
 def mismatch(old, new):
@@ -130,8 +127,6 @@ def resolve_config(argv=(), **overrides):
         for key in keys.split():
             if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not ok(cfg[key]):
                 raise ValueError(f"{key} must be {allowed}; got {cfg[key]!r}")
-    if cfg["d_model"] % cfg["head_size"]:
-        raise ValueError(f"d_model ({cfg['d_model']}) must be a multiple of head_size ({cfg['head_size']})")
     if cfg["short_fraction"] > 0 and cfg["short_points"] > cfg["n_points"]:
         raise ValueError(f"short_points ({cfg['short_points']}) must be <= n_points ({cfg['n_points']}) "
                          "while short_fraction > 0; or pass --short_fraction 0")
@@ -139,9 +134,8 @@ def resolve_config(argv=(), **overrides):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg['device']!r}")
     if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {cfg['device']!r}: this torch sees no CUDA device; use --device cpu/auto")
-    gap_plan(prior, cfg["final_eval_datasets"], cfg["n_points"])
-    if cfg["eval_every"]:
-        gap_plan(prior, cfg["eval_datasets"], cfg["n_points"])
+    for n in [cfg["final_eval_datasets"]] + [cfg["eval_datasets"]] * bool(cfg["eval_every"]):
+        gap_plan(prior, n, cfg["n_points"])               # refused now, not after the training
     differ = sorted(mismatch(base, cfg))
     default = os.path.join("checkpoints", "-".join([name] + [f"{k}{cfg[k]}" for k in differ]) + ".pt")
     cfg["out"] = cfg["out"] or default
@@ -189,14 +183,15 @@ def train(cfg=None, **overrides):
         ckpt = load_checkpoint(cfg["out"], prior=cfg["prior"])
         for k in mismatch(ckpt.get("train_config", {}), cfg)[:1]:
             raise ValueError(f"--resume: {cfg['out']} was trained with {k}={ckpt['train_config'].get(k)!r}, "
-                             f"not {cfg[k]!r}; a resumed run keeps every key that shapes its data and schedule")
+                             f"not {cfg[k]!r}; a resumed run keeps the keys that shape its data and schedule")
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         start, history = ckpt["step"], [tuple(h) for h in ckpt["history"]]
         if main:
             print(f"resumed {cfg['out']} at step {start}")
     # with an empty context the attention's weights get no gradient: DDP must not wait for them
-    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    ddp = torch.nn.parallel.DistributedDataParallel
+    net = ddp(model, find_unused_parameters=True) if world > 1 else model
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
 
     def save(step, **extra):
@@ -243,7 +238,7 @@ def train(cfg=None, **overrides):
         raise SystemExit(130)
     bar.close()
     seconds = time.time() - t0
-    summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / max(seconds, 1e-6),
+    summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / seconds,
                    final_loss=history[-1][1] if history else math.nan, checkpoint=cfg["out"])
     if main:
         summary["gap"] = evaluate(cfg["final_eval_datasets"])
@@ -266,8 +261,9 @@ def main(argv):
         print(f"trained {cfg['prior']} ({cfg['preset']} preset): {s['steps']} steps in {s['seconds']:.0f} s "
               f"({s['steps_per_s']:.1f} steps/s), final training loss {s['final_loss']:.3f}")
         print(f"posterior gap (NLL_network - NLL_exact, nats per query): {g['gap']:.4f} ± {g['se']:.4f} "
-              f"(± 1 standard error; {g['n_datasets']} datasets, {how} 0…{cfg['n_points'] - 1}, seed {g['seed']})")
-        print("  by context size: " + ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items()))
+              f"(± 1 standard error; {g['n_datasets']} datasets, {how} 0…{cfg['n_points'] - 1}, "
+              f"seed {g['seed']})")
+        print("  by context size:", ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items()))
         if g["head"]:
             print(f"  of which the {cfg['n_buckets']}-bucket output head alone costs {g['head']:.4f}")
         print(f"checkpoint: {s['checkpoint']}")
