@@ -2,7 +2,6 @@
 PDF in --out (default figures/), their numbers in <out>/summary.md, a section per figure (rewritten when it is
 remade). --fast: tiny budgets, stamped "fast run". --docs: also the README's four figures, small, in docs/.
 Seven figures are entries of the table PANELS, drawn by panel_figure; the others are functions."""
-import argparse
 import functools
 import math
 import os
@@ -20,6 +19,7 @@ import torch.nn as nn
 from torch.distributions import Binomial, Normal
 from tqdm import tqdm
 
+import train                   # trains the networks; its parser answers a mistake with one line
 from posterior_icl import (GAP_BINS, NOISE_STD, PRIORS, Prior, atomic_write, bin_label, coin_flip_predictive,
                            get_prior, gp_posterior, load_checkpoint, load_model, tiny_mlp_posterior)
 # --- Style: the paper's look (seaborn's muted palette, serif text, open axes, legend below) -------------
@@ -94,7 +94,6 @@ def trained(preset, fast=False, **overrides):
     """The network of train.py's `preset` with `overrides`, trained or resumed unless its checkpoint is done
     and of this config (a fast run's tiny one goes into checkpoints/fast/, never passing for a real one);
     model.run: path, steps, history, gap (train.py's final posterior_gap), final_loss."""
-    import train
     # out="": the name from the overrides, never refused for a file of another config (retrained below)
     path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
@@ -106,7 +105,7 @@ def trained(preset, fast=False, **overrides):
         print(f"{path}: trained with another {', '.join(wrong)}; retraining it" if wrong
               else f"training {preset} for {cfg['steps']} steps -> {path}")
         train.train(cfg)
-    elif ckpt["step"] < cfg["steps"] or "summary" not in ckpt:
+    elif ckpt["step"] < cfg["steps"] or "se" not in ckpt.get("summary", {}).get("gap", {}):   # evaluated anew
         print(f"{path}: unfinished at step {ckpt['step']} of {cfg['steps']}; resuming it")
         train.train({**cfg, "resume": True})
     ckpt, model = load_checkpoint(path), load_model(path, prior=cfg["prior"])
@@ -177,7 +176,6 @@ def share_y(axes, ylim=None, yticks=None):
 # exact posterior's mean, also on prompts no task of the prior could have produced ("generalization").
 def e1c_networks(fast):
     """(label, overrides) per E1c budget (its own run, warm-up and schedule), doubling, then the preset's."""
-    import train
     own = train.PRESETS["sines_lines"].get("steps", train.CONFIG["steps"])    # the preset's own network
     return [(f"{n:,} steps", {"steps": n, **FAST_BUDGET_NET} if fast else {"steps": n} if n != own else {})
             for n in ([10 * 2**i for i in range(8)] if fast else [50 * 2**i for i in range(7)] + [own])]
@@ -564,29 +562,30 @@ for name in PANELS:
     FIGURES[name].__doc__ = PANELS[name]["doc"]
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Regenerate the paper's figures into a folder, PNG and PDF.")
+    parser = train._Parser(prog="figures.py", description="The paper's figures, PNG and PDF.")
     parser.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all; see --list)")
     parser.add_argument("--list", action="store_true", help="list the figures and exit")
     parser.add_argument("--fast", action="store_true", help="tiny budgets: a first look, marked 'fast run'")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--docs", action="store_true", help="also write the README's figures into docs/")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        unknown = ", ".join(repr(n) for n in args.names if n not in FIGURES)
+        for bad, why in [(unknown, f"unknown figure {unknown}; known figures: {', '.join(FIGURES)}"),
+                         (args.threads < 1, f"--threads must be >= 1, got {args.threads}"),
+                         (args.docs and args.fast, "--docs takes real figures only, not --fast ones")]:
+            if bad:
+                raise ValueError(why)
+        if not args.list:
+            os.makedirs(args.out, exist_ok=True)
+    except (ValueError, OSError) as e:
+        problem = f"cannot make the output folder {args.out!r}: {e.strerror}" if isinstance(e, OSError) else e
+        print(f"figures.py: {problem}", file=sys.stderr)
+        return 2
     if args.list:
         print("\n".join(f"{name:12s} {make.__doc__.splitlines()[0]}" for name, make in FIGURES.items()))
         return 0
-    unknown = [n for n in args.names if n not in FIGURES]
-    problem = (f"unknown figure {', '.join(map(repr, unknown))}; known figures: {', '.join(FIGURES)}"
-               if unknown else f"--threads must be >= 1, got {args.threads}" if args.threads < 1 else
-               "--docs takes real figures only, not --fast ones" if args.docs and args.fast else None)
-    try:
-        if not problem:
-            os.makedirs(args.out, exist_ok=True)
-    except OSError as e:
-        problem = f"cannot make the output folder {args.out!r}: {e.strerror or e}"
-    if problem:
-        print(f"figures.py: {problem}", file=sys.stderr)
-        return 2
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -57,11 +57,17 @@ def _same_shape(a, ta, b, tb):
     if ta.shape != tb.shape:
         raise ValueError(f"{a} and {b} must have the same shape; got {tuple(ta.shape)} and {tuple(tb.shape)}")
 
-def _levels(q, dtype, shape):
-    q = torch.as_tensor(q, dtype=dtype)
-    if not ((q > 0) & (q < 1)).all():
-        raise ValueError("quantile levels must lie strictly between 0 and 1")
-    return q.expand(torch.broadcast_shapes(q.shape, shape))
+def _against(t, dtype, shape, levels=False):
+    """y values (or quantile levels) broadcast against the queries' shape; else a ValueError."""
+    t = torch.as_tensor(t, dtype=dtype)
+    if not (((t > 0) & (t < 1)) if levels else torch.isfinite(t)).all():
+        raise ValueError("quantile levels must lie strictly between 0 and 1" if levels else
+                         "y contains NaN or inf; every value must be finite")
+    try:
+        return t.expand(torch.broadcast_shapes(t.shape, shape))
+    except RuntimeError:
+        raise ValueError(f"shape {tuple(t.shape)} does not broadcast against the queries' {tuple(shape)}") \
+            from None
 
 def _number(name, v, ok, allowed):
     """float(v) if it is finite and ok(v); otherwise a ValueError that says what is allowed."""
@@ -368,14 +374,7 @@ class MixturePredictive(Predictive):
 
     def _per_value(self, y, fn):
         """fn(b, v (V, Q)) -> (V, Q) for each dataset b, on y of shape (..., [B,] Q): a result like y."""
-        y = torch.as_tensor(y, dtype=torch.float64)
-        if not torch.isfinite(y).all():
-            raise ValueError("y contains NaN or inf; every value must be finite")
-        try:
-            y = y.expand(torch.broadcast_shapes(y.shape, self.mean_shape))
-        except RuntimeError:
-            raise ValueError(f"y of shape {tuple(y.shape)} does not broadcast against the queries' shape "
-                             f"{tuple(self.mean_shape)}") from None
+        y = _against(y, torch.float64, self.mean_shape)
         yb = y.reshape(-1, *self.xq.shape)                                          # (V, B, Q)
         return torch.stack([fn(b, yb[:, b]) for b in range(len(self.parts))], 1).reshape(y.shape)
 
@@ -400,7 +399,7 @@ class MixturePredictive(Predictive):
 
     def quantile(self, q, tol=1e-13):
         """Inverse cdf by bisection to `tol` (the mixture's cdf is continuous and strictly increasing)."""
-        q = _levels(q, torch.float64, self.mean_shape).contiguous()
+        q = _against(q, torch.float64, self.mean_shape, levels=True).contiguous()
         top = max(mu.abs().max().item() for b in range(len(self.parts)) for _, mu in self._chunks(b))
         lo, hi = torch.full_like(q, -top - 12 * self.sigma), torch.full_like(q, top + 12 * self.sigma)
         for _ in range(math.ceil(math.log2(2 * (top + 12 * self.sigma) / tol))):      # halve to tol
@@ -466,23 +465,17 @@ class BarPredictive(Predictive):
         inner = torch.where(b == last, half_normal(right, self.scale_right), -self.widths[b].log())
         return torch.where(b == 0, half_normal(left, self.scale_left), inner)
 
-    def _check_y(self, y):
-        y = torch.as_tensor(y, dtype=self.logits.dtype)
-        if not torch.isfinite(y).all():
-            raise ValueError("y contains NaN or inf; every value must be finite")
-        return y.expand(torch.broadcast_shapes(y.shape, self.logits.shape[:-1]))
-
     def _at(self, t, b):
         """t (..., buckets) at bucket b (...)."""
         return t.expand(*b.shape, -1).gather(-1, b[..., None])[..., 0]
 
     def log_prob(self, y):
-        y = self._check_y(y)
+        y = _against(y, self.logits.dtype, self.logits.shape[:-1])
         b = self._bucket(y)
         return self._at(self.log_p, b) + self._log_shape(y, b)
 
     def cdf(self, y):
-        y = self._check_y(y)
+        y = _against(y, self.logits.dtype, self.logits.shape[:-1])
         b, p = self._bucket(y), self.log_p.exp()
         left, right = self._tail_distance(y)
         inside = ((y - self.borders[b]) / self.widths[b]).clamp(0, 1)                # inner buckets: linear
@@ -492,7 +485,7 @@ class BarPredictive(Predictive):
 
     def quantile(self, q):
         """Inverse of cdf, bucket by bucket (the tails by the normal's inverse cdf); q broadcasts."""
-        q = _levels(q, self.logits.dtype, self.logits.shape[:-1])
+        q = _against(q, self.logits.dtype, self.logits.shape[:-1], levels=True)
         p = self.log_p.exp().expand(*q.shape, -1)
         cum, last = p.cumsum(-1), len(self.widths) - 1
         b = torch.searchsorted(cum.contiguous(), q[..., None].contiguous())[..., 0].clamp(0, last)
@@ -693,8 +686,9 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
     """NLL_network - NLL_exact per query on seeded datasets from the prior (nats): as E[NLL_network] =
     E[KL(PPD ‖ network)] + E[NLL_exact], an estimate of the expected KL, far less noisy than either NLL. At
     size k a dataset's first k points are the context. Returns dict(gap, se: mean over sizes 0 … N-1,
-    equally weighted as in training; per_context {'k': [gap, se]}; bins {label: [gap, se]}; head: the gap of
-    the exact PPD put on the network's buckets; nll_exact; n_datasets, seed, all_sizes). se: over datasets."""
+    equally weighted as in training; per_context {'k': [gap, se]}; bins {label: [gap, se]}; head, head_se:
+    the gap of the exact PPD put on the network's buckets; nll_exact; n_datasets, seed, all_sizes). se: the
+    standard error over datasets."""
     prior = get_prior(prior) if isinstance(prior, str) else prior
     if model.prior != prior.name:
         raise ValueError(f"the network was trained on prior {model.prior!r}, not {prior.name!r}")
@@ -726,8 +720,10 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
     bins = {bin_label(lo, hi): stat(gap[:, lo:int(min(hi, n_points)) + 1].nanmean(1))
             for lo, hi in GAP_BINS if lo < n_points}
     gap_se = stat(gap.nanmean(1))
-    return dict(gap=gap_se[0], se=gap_se[1], head=head.nanmean().item(), nll_exact=nll.nanmean().item(),
-                n_datasets=n_datasets, seed=seed, all_sizes=all_sizes, bins=bins,
+    head_se = stat(head.nanmean(1))
+    return dict(gap=gap_se[0], se=gap_se[1], head=head_se[0], head_se=head_se[1],
+                nll_exact=nll.nanmean().item(), n_datasets=n_datasets, seed=seed, all_sizes=all_sizes,
+                bins=bins,
                 per_context={str(k): stat(gap[:, k]) for k in range(n_points)})  # str: as in a checkpoint
 
 # === 7. The limits: closed forms where the posterior is undefined (E7) or itself misleads (E8, E9) ==========

@@ -447,6 +447,10 @@ def test_figures_retrain_another_configs_network_and_resume_an_unfinished_one(tm
     assert "resuming" in capsys.readouterr().out
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["step"] == 16 == model.run["steps"] and "gap" in ckpt["summary"]
+    ckpt["summary"]["gap"] = {"gap": 0.1, "per_context": {}}          # an older gap: no standard error
+    torch.save(ckpt, path)
+    model = figures.trained("sines_lines", **overrides)                      # evaluated anew, not trained
+    assert "resuming" in capsys.readouterr().out and model.run["gap"]["se"] > 0
 
 
 def test_averaging_attention_cannot_count_but_the_count_feature_can():
@@ -499,6 +503,20 @@ def test_posterior_gap_estimates_a_known_kl_within_its_standard_error(all_sizes)
     assert abs(r["gap"] - kl) < 4 * r["se"] and r["se"] < 0.03
     assert all(abs(m - kl) < 5 * se for m, se in r["per_context"].values())
     assert r["head"] == 0.0
+
+
+def test_posterior_gap_of_the_exact_ppd_on_the_buckets_is_the_heads_cost():
+    """A network that outputs the exact PPD's mass in each bucket costs exactly what the head alone costs."""
+    borders = bucket_borders(TINY, n_buckets=30, n_datasets=500)
+
+    class OnBuckets:
+        prior = "tiny"
+
+        def predict(self, xc, yc, xq):
+            mass = TINY.predict(xc, yc, xq).bucket_probs(borders).clamp_min(1e-300)
+            return BarPredictive(borders, mass.log().float())
+    r = posterior_gap(OnBuckets(), TINY, n_datasets=12, n_points=6, all_sizes=False)
+    assert r["gap"] > 0.01 and r["head"] == pytest.approx(r["gap"], rel=1e-4) and r["head_se"] > 0
 
 
 def test_posterior_gap_bins_cover_every_context_size():
@@ -582,6 +600,7 @@ def test_coin_labels_must_be_binary():
 # train.py: endless data, exact resumption, torchrun, clear errors
 # ------------------------------------------------------------------------------------------------
 import os
+import signal
 import subprocess
 import sys
 
@@ -623,6 +642,36 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkey
     resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "resumed.pt"), "resume": True})
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_ctrl_c_finishes_the_step_then_saves_it(tmp_path, monkeypatch):
+    """A real SIGINT in step 8 (after its batch was drawn) is acted on after the whole step: the file says
+    step 9, and the resumed run ends with the uninterrupted run's weights."""
+    straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
+    real = train.batch
+
+    def ctrl_c(cfg, prior, step, rank=0):
+        out = real(cfg, prior, step, rank)
+        if step == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(train, "batch", ctrl_c)
+    with pytest.raises(SystemExit):
+        train.train(**{**TINY_RUN, "out": str(tmp_path / "stopped.pt")})
+    assert torch.load(tmp_path / "stopped.pt", weights_only=True)["step"] == 9
+    monkeypatch.setattr(train, "batch", real)
+    resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "stopped.pt"), "resume": True})
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_more_processes_are_another_run(monkeypatch, tmp_path):
+    """torchrun's processes each draw a batch: twice the data per step, so it is another run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = train.resolve_config([])
+    assert cfg["out"] == os.path.join("checkpoints", "sines_lines-world_size2.pt")
+    assert train.mismatch({**cfg, "world_size": 1}, cfg) == ["world_size"]
 
 
 def test_a_crash_resumes_from_the_last_periodic_checkpoint(tmp_path, monkeypatch):
@@ -689,9 +738,12 @@ def test_torchrun_two_processes(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=HERE)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("posterior gap") == 1                      # rank 0 alone reports
-    assert torch.load(out, weights_only=True)["step"] == 6
-    # each rank draws its own data, and a resumed rank draws what it would have drawn
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["train_config"]["world_size"] == 2 and "data_rng" not in ckpt
+    # each rank draws its own data, and a resumed rank draws what it would have drawn: no state to save
     cfg = train.resolve_config(**TINY_RUN)
+    assert torch.equal(train.batch(cfg, PRIORS["sines_lines"], 3, 1)[1],
+                       train.batch(cfg, PRIORS["sines_lines"], 3, 1)[1])
     assert not torch.equal(train.batch(cfg, PRIORS["sines_lines"], 3, 0)[1],
                            train.batch(cfg, PRIORS["sines_lines"], 3, 1)[1])
 
@@ -711,12 +763,14 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
     (["--lr", "0"], "lr must be a finite number > 0"),
     (["--warmup", "1"], "warmup must be a number in [0, 1)"),
     (["--short_fraction", "2"], "short_fraction must be a number in [0, 1]"),
-    (["--seed", "-1"], "seed must be an integer >= 0"),
+    (["--seed", "-1"], "seed must be an integer in [0, 2^24)"),
     (["--pre_norm", "maybe"], "expected true or false, got 'maybe'"),
     (["--n_points", "1"], "short_points (20) must be <= n_points (1) while short_fraction > 0"),
     (["--device", "cuda"], "this torch sees no CUDA device; use --device cpu/auto"),
     (["--device", "tpu"], "device must be auto, cpu or cuda[:N]"),
     (["--prior", "steps", "--final_eval_datasets", "10"], "n_datasets >= 40 (two per context size"),
+    (["--seed", str(2**24)], "seed must be an integer in [0, 2^24)"),
+    (["--n_buckets", "1"], "n_buckets must be an integer >= 2"),
     (["--resume", "--out", "no/such/file.pt"],
      "'no/such/file.pt' is not a readable posterior-icl checkpoint"),
     (lambda: train.resolve_config(stepz=3), "unknown config key 'stepz'; known keys: preset, prior"),
@@ -735,8 +789,10 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
 
 
 @pytest.mark.parametrize("call, message", BAD_CALLS)
-def test_bad_input_is_one_line_that_says_what_is_allowed(call, message):
+def test_bad_input_is_one_line_that_says_what_is_allowed(call, message, tmp_path, monkeypatch):
     assert len(BAD_CALLS) >= 20
+    monkeypatch.chdir(tmp_path)                          # nothing read from, or written to, the checkout
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)      # as on a machine without CUDA
     with pytest.raises((SystemExit, ValueError)) as e:
         train.main(call) if isinstance(call, list) else call()
     assert message in str(e.value) and "\n" not in str(e.value)
@@ -750,7 +806,8 @@ def test_resume_with_another_priors_checkpoint_is_refused(tmp_path):
     assert "holds a network for prior 'coins', not 'sines_lines'" in str(e.value)
 
 
-def test_resolved_config_reaches_the_presets():
+def test_resolved_config_reaches_the_presets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = train.resolve_config(["--prior", "steps", "--lr", "3e-4", "--pre_norm", "false", "--resume"])
     assert cfg["preset"] == "steps" and cfg["n_points"] == train.PRESETS["steps"]["n_points"]
     assert cfg["lr"] == 3e-4 and cfg["pre_norm"] is False and cfg["resume"] is True
@@ -1056,7 +1113,7 @@ def test_first_half_figures_fast(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# The documentation runs: every Python snippet of the README, its tour's line counts, every exercise
+# The documentation runs: every Python snippet of the README, every exercise
 # ------------------------------------------------------------------------------------------------
 
 import re  # noqa: E402

@@ -13,7 +13,9 @@ posterior predictive. A run that differs from its preset is saved under a name m
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import torch
@@ -49,10 +51,11 @@ CONFIG = dict(
 )
 # What a key is allowed to be, as one table: (keys, test, what is allowed).
 RULES = [
-    ("steps batch_size n_points short_points d_model n_layers head_size n_buckets eval_datasets "
-     "final_eval_datasets", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("max_queries seed threads eval_every save_every", lambda v: isinstance(v, int) and v >= 0,
-     "an integer >= 0"),
+    ("steps batch_size n_points short_points d_model n_layers head_size eval_datasets final_eval_datasets",
+     lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("max_queries threads eval_every save_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("n_buckets", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    ("seed", lambda v: isinstance(v, int) and 0 <= v < 2**24, "an integer in [0, 2^24)"),   # see batch()
     ("weight_decay grad_clip x_freq", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
     ("short_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -90,7 +93,8 @@ def lr_at(step, cfg):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):           # one line that says what is allowed, not a usage screen
         if message.startswith("unrecognized"):
-            message += f"; known options: --preset, {', '.join('--' + k for k in CONFIG)}"
+            message += "; known options: " + ", ".join(a.option_strings[0] for a in self._actions[1:]
+                                                        if a.option_strings)
         raise ValueError(message)
 
 def _bool(text):
@@ -108,8 +112,9 @@ def parser():
     return p
 
 def mismatch(old, new):
-    """The keys that shape a run (its data, schedule and network) in which two configs differ."""
-    return [k for k in CONFIG if k not in RUNTIME and old.get(k, CONFIG[k]) != new.get(k, CONFIG[k])]
+    """The keys that shape a run (data, schedule, network, processes) in which two configs differ."""
+    every = {**CONFIG, "world_size": 1}
+    return [k for k in every if k not in RUNTIME and old.get(k, every[k]) != new.get(k, every[k])]
 
 def resolve_config(argv=(), **overrides):
     """The run's config, checked: a ValueError with one line that says what is allowed."""
@@ -121,7 +126,7 @@ def resolve_config(argv=(), **overrides):
     if "preset" in overrides and name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     base = {**CONFIG, **PRESETS.get(name, {"prior": name})}
-    cfg = {**base, **given, "preset": name}
+    cfg = {**base, **given, "preset": name, "world_size": int(os.environ.get("WORLD_SIZE", 1))}   # torchrun's
     prior = get_prior(cfg["prior"])                     # an unknown prior lists the known ones
     for keys, ok, allowed in RULES:
         for key in keys.split():
@@ -134,16 +139,19 @@ def resolve_config(argv=(), **overrides):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg['device']!r}")
     if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {cfg['device']!r}: this torch sees no CUDA device; use --device cpu/auto")
-    for n in [cfg["final_eval_datasets"]] + [cfg["eval_datasets"]] * bool(cfg["eval_every"]):
-        gap_plan(prior, n, cfg["n_points"])               # refused now, not after the training
+    for key in ["final_eval_datasets"] + ["eval_datasets"] * bool(cfg["eval_every"]):
+        try:                                              # refused now, not after the training
+            gap_plan(prior, cfg[key], cfg["n_points"])
+        except ValueError as e:
+            raise ValueError(f"--{key} {cfg[key]} is too few: {e}") from None
     differ = sorted(mismatch(base, cfg))
     default = os.path.join("checkpoints", "-".join([name] + [f"{k}{cfg[k]}" for k in differ]) + ".pt")
     cfg["out"] = cfg["out"] or default
-    old = load_checkpoint(default).get("train_config", {}) if os.path.exists(default) else cfg
-    if "out" not in given and not cfg["resume"] and mismatch(old, cfg):
-        k = mismatch(old, cfg)[0]
-        raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG[k])!r}, not {cfg[k]!r}: pass "
-                         "--out to write over it or to choose another file")
+    old = cfg if "out" in given or cfg["resume"] or not os.path.exists(default) else \
+        load_checkpoint(default).get("train_config", {})
+    for k in mismatch(old, cfg)[:1]:
+        raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG.get(k, 1))!r}, not {cfg[k]!r}: "
+                         "pass --out to write over it or to choose another file")
     return cfg
 
 
@@ -204,6 +212,9 @@ def train(cfg=None, **overrides):
     bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
                disable=not (main and cfg["progress"]), dynamic_ncols=True)
     t0, done, loss_sum = time.time(), start, torch.zeros((), device=device)
+    stop = []                # Ctrl-C only asks: the loop stops after a whole step, so none is saved half-done
+    if threading.current_thread() is threading.main_thread():   # the only thread that may handle signals
+        ctrl_c = signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     try:
         for step in bar:
             x, y, k, q_end = batch(cfg, prior, step, rank)
@@ -230,12 +241,17 @@ def train(cfg=None, **overrides):
                 bar.write(f"step {done}: posterior gap {g['gap']:.4f} ± {g['se']:.4f} nats per query")
             if cfg["save_every"] and done % cfg["save_every"] == 0:
                 save(done)
+            if stop:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:          # nothing trained is lost: save the last completed step
         bar.close()
         save(done)
         if main:
             print(f"\ninterrupted at step {done}; saved {cfg['out']} (continue with --resume)")
         raise SystemExit(130)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, ctrl_c)
     bar.close()
     seconds = time.time() - t0
     summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / seconds,
@@ -265,7 +281,8 @@ def main(argv):
               f"seed {g['seed']})")
         print("  by context size:", ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items()))
         if g["head"]:
-            print(f"  of which the {cfg['n_buckets']}-bucket output head alone costs {g['head']:.4f}")
+            print(f"  of which the {cfg['n_buckets']}-bucket output head alone costs {g['head']:.4f} ± "
+                  f"{g['head_se']:.4f}")
         print(f"checkpoint: {s['checkpoint']}")
 
 if __name__ == "__main__":
