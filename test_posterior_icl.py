@@ -624,41 +624,26 @@ def test_training_lowers_the_gap_and_writes_a_loadable_checkpoint(tmp_path):
                        model.state_dict()["decoder.2.weight"])
 
 
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
-    straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
-    prior, calls, sample = PRIORS["sines_lines"], [0], PRIORS["sines_lines"].sample
-
-    def interrupted(*a, **k):                           # Ctrl-C in step 8, after its batch was drawn
-        out = sample(*a, **k)
-        calls[0] += 1
-        if calls[0] == 10:                              # call 1 drew the bucket borders
-            raise KeyboardInterrupt
-        return out
-    monkeypatch.setattr(prior, "sample", interrupted)
-    with pytest.raises(SystemExit):
-        train.train(**{**TINY_RUN, "out": str(tmp_path / "resumed.pt")})
-    assert torch.load(tmp_path / "resumed.pt", weights_only=True)["step"] == 8
-    monkeypatch.setattr(prior, "sample", sample)
-    resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "resumed.pt"), "resume": True})
-    for k, v in straight.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
-
-
-def test_ctrl_c_finishes_the_step_then_saves_it(tmp_path, monkeypatch):
-    """A real SIGINT in step 8 (after its batch was drawn) is acted on after the whole step: the file says
-    step 9, and the resumed run ends with the uninterrupted run's weights."""
+@pytest.mark.parametrize("how, error, saved", [("exception", SystemExit, 8), ("sigint", SystemExit, 9),
+                                               ("crash", RuntimeError, 10)])
+def test_a_stopped_run_resumes_to_the_same_weights(how, error, saved, tmp_path, monkeypatch):
+    """Ctrl-C in step 8 saves the last whole step (a real SIGINT lets step 8 finish first); a crash in step 12
+    leaves the last periodic checkpoint. Resumed, each ends with the weights of a run that never stopped."""
     straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
     real = train.batch
 
-    def ctrl_c(cfg, prior, step, rank=0):
-        out = real(cfg, prior, step, rank)
-        if step == 8:
+    def stopping(cfg, prior, step, rank=0):
+        if step == 8 and how == "exception":
+            raise KeyboardInterrupt
+        if step == 8 and how == "sigint":
             os.kill(os.getpid(), signal.SIGINT)
-        return out
-    monkeypatch.setattr(train, "batch", ctrl_c)
-    with pytest.raises(SystemExit):
+        if step == 12 and how == "crash":
+            raise RuntimeError("power cut")
+        return real(cfg, prior, step, rank)
+    monkeypatch.setattr(train, "batch", stopping)
+    with pytest.raises(error):
         train.train(**{**TINY_RUN, "out": str(tmp_path / "stopped.pt")})
-    assert torch.load(tmp_path / "stopped.pt", weights_only=True)["step"] == 9
+    assert torch.load(tmp_path / "stopped.pt", weights_only=True)["step"] == saved
     monkeypatch.setattr(train, "batch", real)
     resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "stopped.pt"), "resume": True})
     for k, v in straight.state_dict().items():
@@ -672,26 +657,6 @@ def test_more_processes_are_another_run(monkeypatch, tmp_path):
     cfg = train.resolve_config([])
     assert cfg["out"] == os.path.join("checkpoints", "sines_lines-world_size2.pt")
     assert train.mismatch({**cfg, "world_size": 1}, cfg) == ["world_size"]
-
-
-def test_a_crash_resumes_from_the_last_periodic_checkpoint(tmp_path, monkeypatch):
-    """A crash (not Ctrl-C) in step 13 leaves the checkpoint of step 10; resumed, the run ends
-    as if never stopped."""
-    straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
-    real = train.batch
-
-    def crash(cfg, prior, step, rank=0):
-        if step == 12:
-            raise RuntimeError("power cut")
-        return real(cfg, prior, step, rank)
-    monkeypatch.setattr(train, "batch", crash)
-    with pytest.raises(RuntimeError):
-        train.train(**{**TINY_RUN, "out": str(tmp_path / "crashed.pt")})
-    assert torch.load(tmp_path / "crashed.pt", weights_only=True)["step"] == 10
-    monkeypatch.setattr(train, "batch", real)
-    resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "crashed.pt"), "resume": True})
-    for k, v in straight.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
 
 
 def test_resume_refuses_a_changed_schedule(tmp_path):
