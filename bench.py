@@ -15,7 +15,6 @@ import train
 from posterior_icl import PRIORS, brute_force, get_prior
 
 peak_mb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # this process's max RSS
-
 STEPS = [("sines_lines", 20), ("sines_lines", 100), ("steps", 20), ("steps_updown", 30), ("coins", 100),
          ("paper_size", 100)]     # (preset, points per dataset); the curriculum's 20 points and the full 100
 
