@@ -351,8 +351,8 @@ def ppd_bands(fast):
     return {"ppd_bands": fig}, table(("panel", "prompt", "queries", *(f"max abs(NN - exact), q {q}" for q in
                                       BAND_LEVELS), "mean 50% width, exact / NN", "mean 90% width, exact / "
                                       "NN", "mass pruned", "exact quantiles, s"), rows)
-# --- Beyond the paper: posterior_gap. train.py's final evaluation has few datasets per context size, so
-# sizes are pooled in bins that double in width; blue and orange mean exact and network, so not used here.
+# --- Beyond the paper: posterior_gap, as train.py's final evaluation measured it, by bins of context sizes
+# that double in width; blue and orange mean exact and network elsewhere, so they are not used here.
 def posterior_gap_figure(fast):
     """Beyond the paper: NLL_network - NLL_exact (an estimate of the expected KL from the exact PPD to the
     network) from train.py's final evaluation: overall, the output head's part, and by context size."""

@@ -524,8 +524,8 @@ def test_posterior_gap_bins_cover_every_context_size():
     measures is dropped."""
     r = posterior_gap(Shifted(), ZERO, n_datasets=3, n_points=70)
     assert list(r["bins"]) == ["0", "1", "2–3", "4–7", "8–15", "16–31", "32–63", "≥ 64"]
-    per_dataset = torch.tensor([r["per_context"][str(k)][0] for k in range(64, 70)], dtype=torch.float64)
-    assert r["bins"]["≥ 64"][0] == pytest.approx(per_dataset.mean().item(), abs=1e-12)
+    per_size = torch.tensor([r["per_context"][str(k)][0] for k in range(64, 70)], dtype=torch.float64)
+    assert r["bins"]["≥ 64"][0] == pytest.approx(per_size.mean().item(), abs=1e-12)    # sizes 64 … 69
 
 
 def test_every_context_size_at_once_is_the_exact_predictive():
