@@ -76,8 +76,8 @@ def render(name, out="figures", fast=False, docs=False):
                    f"torch threads: {torch.get_num_threads()}; files: {files}._")
     return paths, seconds
 # --- Networks: one way to get one, trained or resumed through train.py unless its checkpoint is done -----
-# Fast runs: tiny budgets. Priors of over 10^5 latents evaluate each dataset at one context size, and
-# posterior_gap needs two datasets per size: steps and steps_updown get 2·n_points.
+# Fast runs: tiny budgets; posterior_gap takes each dataset of steps and steps_updown (over 10^5 latents)
+# at one context size and needs two per size: they get 2·n_points.
 FAST = dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0)
 FAST_OVERRIDES = {"steps": dict(final_eval_datasets=40), "steps_updown": dict(final_eval_datasets=60)}
 FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0,
@@ -91,9 +91,8 @@ def final_loss(history, steps, fraction=0.1):
     return sum(n * loss for n, loss in spans) / sum(n for n, _ in spans) if spans else math.nan
 
 def trained(preset, fast=False, **overrides):
-    """The network of train.py's `preset` with `overrides`, trained or resumed unless its checkpoint is done
-    and of this config (a fast run's tiny one goes into checkpoints/fast/, never passing for a real one);
-    model.run: path, steps, history, gap (train.py's final posterior_gap), final_loss."""
+    """train.py's `preset` network with `overrides`: loaded if its checkpoint is done and of this config, else
+    trained or resumed (fast runs: checkpoints/fast/). model.run: path, steps, history, gap, final_loss."""
     # out="": the name from the overrides, never refused for a file of another config (retrained below)
     path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
@@ -114,9 +113,8 @@ def trained(preset, fast=False, **overrides):
                      gap={**gap, "per_context": {int(k): v for k, v in gap["per_context"].items()}})
     return model
 
-def gap_text(g):
-    return f"{g['gap']:.4f} ± {g['se']:.4f} ({g['n_datasets']} datasets, seed {g['seed']}, " \
-        "train.py's final evaluation)"
+def gap_text(g):            # as train.py's final evaluation measured it
+    return f"{g['gap']:.4f} ± {g['se']:.4f} ({g['n_datasets']} datasets, seed {g['seed']})"
 def network_table(labels, models):
     return table(("network", "checkpoint", "steps", "training loss, last 10% of steps",
                   "posterior gap ± se (nats per query)", "of it the output head"),
@@ -126,7 +124,7 @@ def network_table(labels, models):
 GRID = torch.linspace(-1, 1, 201, dtype=torch.float64)    # the plotted x values: -0.5 and 0.5 exactly
 Prompt = namedtuple("Prompt", "label x y")                 # noise-free points; the label names it
 # log_evidence is log p(y | x); the paper prints p(D) = (1/2)^n p(y | x), the x values' density included
-Fit = namedtuple("Fit", "prompt grid exact nets log_evidence paper_likelihood family_mass")
+Fit = namedtuple("Fit", "prompt exact nets log_evidence paper_likelihood family_mass")   # means on GRID
 
 def prompt(label, f, n=10):
     return Prompt(label, x := torch.linspace(-1, 1, n, dtype=torch.float64), f(x).double())
@@ -135,11 +133,11 @@ def sloped_sine(slope):        # E1's unseen composition: the sine family's sine
 def box(h, n=20):              # E4's box, not a step, on the paper's 20 points
     return prompt(f"box h = {h}", lambda x: h * ((x > -0.5).double() - (x > 0.5).double()), n)
 
-def compare(prior, models, p, grid=GRID):
-    """The exact posterior's and each network's predictive mean on `grid` for prompt p."""
+def compare(prior, models, p):
+    """The exact posterior's and each network's predictive mean on GRID for prompt p."""
     post = prior.posterior(p.x, p.y)
-    return Fit(p, grid, prior.predict(p.x, p.y, grid).mean,
-               [m.predict(p.x.float(), p.y.float(), grid.float()).mean.double() for m in models],
+    return Fit(p, prior.predict(p.x, p.y, GRID).mean,
+               [m.predict(p.x.float(), p.y.float(), GRID.float()).mean.double() for m in models],
                post.log_evidence.item(), math.exp(post.log_evidence.item() + len(p.x) * math.log(0.5)),
                {k: v.item() for k, v in post.family_mass.items()})
 
@@ -156,9 +154,9 @@ def fit_table(rows):
 
 def draw_fit(ax, fit):
     """The exact mean, each network's drawn over it (one: orange, several: a colour each), the context."""
-    ax.plot(fit.grid, fit.exact, color=EXACT, lw=1.8, zorder=2)
+    ax.plot(GRID, fit.exact, color=EXACT, lw=1.8, zorder=2)
     for mean, color in zip(fit.nets, (NETWORK,) if len(fit.nets) == 1 else SEED_COLORS):
-        ax.plot(fit.grid, mean, color=color, lw=1.5 if len(fit.nets) == 1 else 1.3, zorder=3)
+        ax.plot(GRID, mean, color=color, lw=1.5 if len(fit.nets) == 1 else 1.3, zorder=3)
     ax.plot(fit.prompt.x, fit.prompt.y, "o", color="black", ms=4, zorder=4)
     ax.set(xlim=(-1.05, 1.05), xticks=[-1, 0, 1])
 
@@ -171,9 +169,8 @@ def share_y(axes, ylim=None, yticks=None):
         ax.tick_params(left=False, labelleft=False)
     pad = 0 if ylim else (hi - lo) / 20
     axes[0].set(ylim=(lo - pad, hi + pad), **({"yticks": yticks} if yticks else {}))
-# --- E1–E4a as data: the entries of PANELS, all drawn by panel_figure ------------------------------------
-# The first half of the paper shows one picture again and again: a network trained on a prior draws the
-# exact posterior's mean, also on prompts no task of the prior could have produced ("generalization").
+# --- E1–E4a as data, drawn by panel_figure: the paper's first half shows one picture again and again, a
+# network drawing the exact posterior's mean, also on prompts no task of its prior produces ("generalization")
 def e1c_networks(fast):
     """(label, overrides) per E1c budget (its own run, warm-up and schedule), doubling, then the preset's."""
     own = train.PRESETS["sines_lines"].get("steps", train.CONFIG["steps"])    # the preset's own network
@@ -351,8 +348,7 @@ def ppd_bands(fast):
     return {"ppd_bands": fig}, table(("panel", "prompt", "queries", *(f"max abs(NN - exact), q {q}" for q in
                                       BAND_LEVELS), "mean 50% width, exact / NN", "mean 90% width, exact / "
                                       "NN", "mass pruned", "exact quantiles, s"), rows)
-# --- Beyond the paper: posterior_gap, as train.py's final evaluation measured it, by bins of context sizes
-# that double in width; blue and orange mean exact and network elsewhere, so they are not used here.
+# --- Beyond the paper: posterior_gap (no blue or orange: elsewhere they mean exact and network) ----------
 def posterior_gap_figure(fast):
     """Beyond the paper: NLL_network - NLL_exact (an estimate of the expected KL from the exact PPD to the
     network) from train.py's final evaluation: overall, the output head's part, and by context size."""
@@ -577,15 +573,14 @@ def main(argv=None):
                          (args.docs and args.fast, "--docs takes real figures only, not --fast ones")]:
             if bad:
                 raise ValueError(why)
-        if not args.list:
-            os.makedirs(args.out, exist_ok=True)
+        if args.list:
+            print("\n".join(f"{name:12s} {make.__doc__.splitlines()[0]}" for name, make in FIGURES.items()))
+            return 0
+        os.makedirs(args.out, exist_ok=True)
     except (ValueError, OSError) as e:
         problem = f"cannot make the output folder {args.out!r}: {e.strerror}" if isinstance(e, OSError) else e
         print(f"figures.py: {problem}", file=sys.stderr)
         return 2
-    if args.list:
-        print("\n".join(f"{name:12s} {make.__doc__.splitlines()[0]}" for name, make in FIGURES.items()))
-        return 0
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

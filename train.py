@@ -1,14 +1,10 @@
 """Train a transformer on endless tasks sampled from a prior, then measure its gap to the exact posterior.
 
-    python train.py                              # the sines_lines preset, on the CPU or CUDA
-    python train.py --prior steps                # each prior has a preset sized for its figures
-    python train.py --steps 2000 --lr 3e-4       # any config value below is a flag: --help lists them
-    python train.py --resume                     # continue a checkpoint where it stopped
-    torchrun --nproc_per_node=2 train.py ...     # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
+    python train.py --prior steps            # a prior's preset (default: sines_lines), on the CPU or CUDA
+    python train.py --steps 2000 --resume    # any CONFIG value is a flag (--help); --resume continues
+    torchrun --nproc_per_node=2 train.py     # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
-Every step draws fresh datasets from the prior, so there is nothing to overfit: the only target is the
-posterior predictive. A run that differs from its preset is saved under a name made of the differences
-(checkpoints/sines_lines-steps2000.pt), so an experiment never writes over a preset's network.
+Fresh datasets every step leave nothing to overfit: the only target is the posterior predictive.
 """
 import argparse
 import math
@@ -20,6 +16,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from posterior_icl import gap_plan, get_prior, load_checkpoint, make_model, posterior_gap, save_model
@@ -88,13 +85,12 @@ def lr_at(step, cfg):
         return cfg["lr"] * (step + 1) / warm
     return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg["steps"] - warm)))
 
-
 # ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):           # one line that says what is allowed, not a usage screen
         if message.startswith("unrecognized"):
-            message += "; known options: " + ", ".join(a.option_strings[0] for a in self._actions[1:]
-                                                        if a.option_strings)
+            known = [a.option_strings[0] for a in self._actions[1:] if a.option_strings]   # [0]: --help
+            message += "; known options: " + ", ".join(known)
         raise ValueError(message)
 
 def _bool(text):
@@ -147,13 +143,12 @@ def resolve_config(argv=(), **overrides):
     differ = sorted(mismatch(base, cfg))
     default = os.path.join("checkpoints", "-".join([name] + [f"{k}{cfg[k]}" for k in differ]) + ".pt")
     cfg["out"] = cfg["out"] or default
-    old = cfg if "out" in given or cfg["resume"] or not os.path.exists(default) else \
-        load_checkpoint(default).get("train_config", {})
-    for k in mismatch(old, cfg)[:1]:
-        raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG.get(k, 1))!r}, not {cfg[k]!r}: "
-                         "pass --out to write over it or to choose another file")
+    if "out" not in given and not cfg["resume"] and os.path.exists(default):   # never over another run
+        old = load_checkpoint(default).get("train_config", {})
+        for k in mismatch(old, cfg)[:1]:
+            raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG.get(k, 1))!r}, not "
+                             f"{cfg[k]!r}: pass --out to write over it or to choose another file")
     return cfg
-
 
 # ---- Training ---------------------------------------------------------------------------------------------
 def build_model(cfg):
@@ -173,16 +168,16 @@ def batch(cfg, prior, step, rank=0):
 def train(cfg=None, **overrides):
     """Train the network a config describes (or the defaults with overrides). Returns (model, summary)."""
     cfg = resolve_config(**overrides) if cfg is None else {**cfg, **overrides}
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))   # torchrun's
     device = cfg["device"] if cfg["device"] != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    if world > 1 and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"          # a GPU per process
+        torch.cuda.set_device(device)
     if world > 1:
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    main, prior = rank == 0, get_prior(cfg["prior"])
+    rank0, prior = rank == 0, get_prior(cfg["prior"])     # rank 0 alone prints, evaluates and saves
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -195,68 +190,60 @@ def train(cfg=None, **overrides):
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         start, history = ckpt["step"], [tuple(h) for h in ckpt["history"]]
-        if main:
+        if rank0:
             print(f"resumed {cfg['out']} at step {start}")
     # with an empty context the attention's weights get no gradient: DDP must not wait for them
-    ddp = torch.nn.parallel.DistributedDataParallel
-    net = ddp(model, find_unused_parameters=True) if world > 1 else model
+    net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-
     def save(step, **extra):
-        if main:
+        if rank0:
             save_model(model, cfg["out"], optimizer=opt.state_dict(), step=step, history=history,
                        train_config=cfg, **extra)
-
     evaluate = lambda n: posterior_gap(model, prior, n_datasets=n, n_points=cfg["n_points"], seed=12345)
-
-    bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
-               disable=not (main and cfg["progress"]), dynamic_ncols=True)
-    t0, done, loss_sum = time.time(), start, torch.zeros((), device=device)
+    t0, done, losses = time.time(), start, []
     stop = []                # Ctrl-C only asks: the loop stops after a whole step, so none is saved half-done
-    if threading.current_thread() is threading.main_thread():   # the only thread that may handle signals
-        ctrl_c = signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    signals = threading.current_thread() is threading.main_thread()   # the only thread that may handle them
+    ctrl_c = signal.signal(signal.SIGINT, lambda *_: stop.append(1)) if signals else None
     try:
-        for step in bar:
-            x, y, k, q_end = batch(cfg, prior, step, rank)
-            x, y = x.to(device), y.to(device)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x[:, :k], y[:, :k], x[:, k:q_end])
-            loss = model.nll(logits.float(), y[:, k:q_end])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            opt.step()
-            loss_sum += loss.detach()
-            done = step + 1
-            if done % LOG_EVERY == 0 or done == cfg["steps"]:
-                since = max(start, history[-1][0] if history else 0)
-                history.append((done, loss_sum.item() / (done - since)))
-                loss_sum.zero_()
-                bar.set_postfix(loss=f"{history[-1][1]:.3f}", lr=f"{lr_at(step, cfg):.1e}",
-                                steps_s=f"{(done - start) / (time.time() - t0):.1f}")
-            if cfg["eval_every"] and done % cfg["eval_every"] == 0 and done < cfg["steps"] and main:
-                g = evaluate(cfg["eval_datasets"])
-                bar.write(f"step {done}: posterior gap {g['gap']:.4f} ± {g['se']:.4f} nats per query")
-            if cfg["save_every"] and done % cfg["save_every"] == 0:
-                save(done)
-            if stop:
-                raise KeyboardInterrupt
+        with tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
+                  disable=not (rank0 and cfg["progress"]), dynamic_ncols=True, unit="step") as bar:
+            for step in bar:
+                x, y, k, q_end = batch(cfg, prior, step, rank)
+                x, y = x.to(device), y.to(device)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    logits = net(x[:, :k], y[:, :k], x[:, k:q_end])
+                loss = model.nll(logits.float(), y[:, k:q_end])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                opt.step()
+                done = step + 1
+                losses.append(loss.detach())       # not .item(): that would wait for the device every step
+                if done % LOG_EVERY == 0 or done == cfg["steps"]:
+                    history.append((done, torch.stack(losses).mean().item()))   # the mean since the last
+                    losses.clear()
+                    bar.set_postfix(loss=f"{history[-1][1]:.3f}", lr=f"{lr_at(step, cfg):.1e}")
+                if cfg["eval_every"] and done % cfg["eval_every"] == 0 and done < cfg["steps"] and rank0:
+                    g = evaluate(cfg["eval_datasets"])
+                    bar.write(f"step {done}: posterior gap {g['gap']:.4f} ± {g['se']:.4f} nats per query")
+                if cfg["save_every"] and done % cfg["save_every"] == 0:
+                    save(done)
+                if stop:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:          # nothing trained is lost: save the last completed step
-        bar.close()
         save(done)
-        if main:
+        if rank0:
             print(f"\ninterrupted at step {done}; saved {cfg['out']} (continue with --resume)")
         raise SystemExit(130)
     finally:
-        if threading.current_thread() is threading.main_thread():
+        if signals:
             signal.signal(signal.SIGINT, ctrl_c)
-    bar.close()
     seconds = time.time() - t0
     summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / seconds,
                    final_loss=history[-1][1] if history else math.nan, checkpoint=cfg["out"])
-    if main:
+    if rank0:
         summary["gap"] = evaluate(cfg["final_eval_datasets"])
     save(cfg["steps"], summary=summary)
     if world > 1:
@@ -273,16 +260,13 @@ def main(argv):
     except ValueError as e:            # a mistake in the config, or a checkpoint that does not fit
         raise SystemExit(f"train.py: {e}")
     if rank0:
-        g, how = s["gap"], "every context size" if s["gap"]["all_sizes"] else "one context size each"
+        g = s["gap"]
         print(f"trained {cfg['prior']} ({cfg['preset']} preset): {s['steps']} steps in {s['seconds']:.0f} s "
               f"({s['steps_per_s']:.1f} steps/s), final training loss {s['final_loss']:.3f}")
-        print(f"posterior gap (NLL_network - NLL_exact, nats per query): {g['gap']:.4f} ± {g['se']:.4f} "
-              f"(± 1 standard error; {g['n_datasets']} datasets, {how} 0…{cfg['n_points'] - 1}, "
-              f"seed {g['seed']})")
-        print("  by context size:", ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items()))
-        if g["head"]:
-            print(f"  of which the {cfg['n_buckets']}-bucket output head alone costs {g['head']:.4f} ± "
-                  f"{g['head_se']:.4f}")
+        print(f"posterior gap (NLL_network - NLL_exact, nats per query, ± 1 standard error; "
+              f"{g['n_datasets']} datasets, seed {g['seed']}): {g['gap']:.4f} ± {g['se']:.4f}")
+        bins = ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items())
+        print(f"  of which the output head {g['head']:.4f} ± {g['head_se']:.4f}; by context size: {bins}")
         print(f"checkpoint: {s['checkpoint']}")
 
 if __name__ == "__main__":
