@@ -1,7 +1,6 @@
-"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N]: the paper's figures, as PNG and
-PDF in --out (default figures/), their numbers in <out>/summary.md, a section per figure (rewritten when it is
-remade). --fast: tiny budgets, stamped "fast run". --docs: also the README's four figures, small, in docs/.
-Seven figures are entries of the table PANELS, drawn by panel_figure; the others are functions."""
+"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N]: the paper's figures, PNG and
+PDF, in --out (default figures/), their numbers in <out>/summary.md, a section per figure. --fast: tiny
+budgets, stamped "fast run"; --docs: also the README's four, small, in docs/. Seven are rows of PANELS."""
 import functools
 import math
 import os
@@ -80,12 +79,12 @@ def render(name, out="figures", fast=False, docs=False):
 # at one context size and needs two per size: they get 2·n_points.
 FAST = dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0)
 FAST_OVERRIDES = {"steps": dict(final_eval_datasets=40), "steps_updown": dict(final_eval_datasets=60)}
-FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0,
-                       final_eval_datasets=8)    # a fast run's E1b/E1c networks: all eight in seconds
+FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0,  # a fast run's
+                       mid_fraction=0.0, final_eval_datasets=8)       # E1b/E1c networks: all eight in seconds
 
 def final_loss(history, steps, fraction=0.1):
-    """Mean training loss over the last `fraction` of the steps; history holds (step, mean loss since the
-    previous entry), so each entry weighs the steps it covers."""
+    """Mean training loss over the last `fraction` of the steps, each (step, mean loss) entry of history
+    weighed by the steps it covers."""
     spans = [(s - prev, loss) for prev, (s, loss) in zip([0] + [s for s, _ in history], history)
              if s > (1 - fraction) * steps]
     return sum(n * loss for n, loss in spans) / sum(n for n, _ in spans) if spans else math.nan
@@ -123,8 +122,8 @@ def network_table(labels, models):
 # --- Prompts, and the exact posterior against networks on them (E1–E4) ----------------------------------
 GRID = torch.linspace(-1, 1, 201, dtype=torch.float64)    # the plotted x values: -0.5 and 0.5 exactly
 Prompt = namedtuple("Prompt", "label x y")                 # noise-free points; the label names it
-# log_evidence is log p(y | x); the paper prints p(D) = (1/2)^n p(y | x), the x values' density included
-Fit = namedtuple("Fit", "prompt exact nets log_evidence paper_likelihood family_mass")   # means on GRID
+# means on GRID; log_evidence is log p(y | x), the paper prints p(D) = (1/2)^n p(y | x) (x's density too)
+Fit = namedtuple("Fit", "prompt exact nets log_evidence paper_likelihood family_mass")
 
 def prompt(label, f, n=10):
     return Prompt(label, x := torch.linspace(-1, 1, n, dtype=torch.float64), f(x).double())
@@ -174,17 +173,22 @@ def share_y(axes, ylim=None, yticks=None):
 def e1c_networks(fast):
     """(label, overrides) per E1c budget (its own run, warm-up and schedule), doubling, then the preset's."""
     own = train.PRESETS["sines_lines"].get("steps", train.CONFIG["steps"])    # the preset's own network
-    return [(f"{n:,} steps", {"steps": n, **FAST_BUDGET_NET} if fast else {"steps": n} if n != own else {})
+    budget = FAST_BUDGET_NET if fast else dict(final_eval_datasets=64)    # seven more: a quicker evaluation
+    return [(f"{n:,} steps", {"steps": n, **budget} if fast or n != own else {})
             for n in ([10 * 2**i for i in range(8)] if fast else [50 * 2**i for i in range(7)] + [own])]
+
+def jump_text(fit):         # E3: largest abs(NN - exact) outside and inside the points around the jump
+    x, d, i = fit.prompt.x, (fit.nets[0] - fit.exact).abs(), fit.prompt.y.diff().abs().argmax()
+    inside = (GRID > x[i]) & (GRID < x[i + 1])
+    return f"{fit.prompt.label}: {d[~inside].max():.3f}, ({x[i]:.2f}, {x[i + 1]:.2f}): {d[inside].max():.3f}"
 
 SLOPES = (0.21, 0.22, 0.23, 0.24, 0.25, 0.26, 0.27, 0.28)
 Y4 = dict(ylim=(-0.4, 0.4), yticks=[-0.4, -0.2, 0, 0.2, 0.4])
 LIKELY = ("Predictions on likely data", "Predictions on likely data", "Generalization")
 E1_SLOPED = prompt("0.2·sin(3πx) + 0.23·x", sloped_sine(0.23))
-# Keys: doc (--list, summary), preset, prompts; titles: per panel, or a template of n, pD (the
-# paper's p(D)), steps, loss (of the panel's network); samples: a prior-samples panel first; nets:
-# fast -> [(label, overrides)], all on each panel, or network i on panel i if paired; ylim, yticks
-# (per row unless share=False); guides; note.
+# Keys: doc (--list, summary), preset, prompts; titles: per panel or a template of n, pD (the paper's p(D)),
+# steps, loss; samples: a prior-samples panel first; nets: fast -> [(label, overrides)], all on each panel or
+# network i on panel i if paired; ylim, yticks (per row unless share=False); guides; note: fits -> text.
 PANELS = {
     "sines_and_lines": dict(
         doc="E1: sines or lines as a prior; a sloped sine is answered by mixing the two families.",
@@ -219,7 +223,10 @@ PANELS = {
         preset="steps", samples=3, titles=LIKELY,
         prompts=[prompt("Step(x_off -0.2, y_off 0, amp 0.5)", lambda x: 0.5 * (x > -0.2).double()),
                  prompt("Step(x_off 0.8, y_off -0.5, amp 1.0)", lambda x: (x > 0.8).double() - 0.5),
-                 prompt("line 0.2·x", lambda x: 0.2 * x)]),
+                 prompt("line 0.2·x", lambda x: 0.2 * x)],
+        note=lambda fits: "Largest abs(NN - exact) on either side of the jump (outside the two context "
+        "points that bracket it, where every step position between them fits equally), and between them: "
+        + "; ".join(map(jump_text, fits[:2]))),
     "less_likely_data_ablation": dict(
         doc="E4a: boxes of height 0.2 … 0.5: the less likely the data, the further the network from Bayes.",
         preset="steps_updown", share=False, ylim=(-0.02, 0.55), yticks=[0, 0.2, 0.4], height=3.1,
@@ -511,9 +518,8 @@ def gp_step(fast):
     for ax, n in zip(axes.flat, (10, 20, 50, 100, 200, 400)):
         x = torch.linspace(-2, 2, n, dtype=torch.float64)
         mean, std = gp_posterior(x, (x >= 0).double(), fine)
-        # the data under the band and the mean, fainter as they get denser, so they never hide either
         ax.plot(x, (x >= 0).double(), "o", color="black", ms=max(1.5, 4 * math.sqrt(10 / n)),
-                alpha=min(1, 0.3 + 10 / n), zorder=1)
+                alpha=min(1, 0.3 + 10 / n), zorder=1)     # fainter as they get denser: never hiding the mean
         ax.fill_between(fine, mean - 2 * std, mean + 2 * std, color=EXACT, alpha=0.25, lw=0, zorder=2)
         ax.plot(fine, target, color=GUIDE, ls="--", lw=1, zorder=2)
         ax.plot(fine, mean, color=EXACT, lw=1.5, zorder=3)

@@ -3,10 +3,8 @@
 A reimplementation of Müller, Hollmann & Hutter (2024), "Bayes' Power for Explaining In-Context
 Learning Generalizations". The sections follow the story:
 
-  1. Priors and the exact posterior  a prior mixes families, each a function on a finite grid of
-                                     latents, so Bayes' rule is a sum we can compute.
-  2. Predictive distributions        the exact posterior predictive (PPD) and the network's output share
-                                     one interface: mean, log_prob, cdf, quantile, bucket_probs.
+  1. Priors and the exact posterior  families of functions on finite grids of latents: Bayes' rule is a sum.
+  2. Predictive distributions        the exact posterior predictive (PPD) and the network share one interface.
   3. The bar distribution            the network's output: equal-mass buckets with half-normal tails.
   4. The transformer                 a set model: no positions, and queries look only at the context.
   5. Checkpoints                     one file of plain things, written atomically.
@@ -84,8 +82,7 @@ def _number(name, v, ok, allowed):
 class Family:
     """y = f(params, x) + noise, one latent per point of the meshgrid over `grid` ({name: values}); f takes
     {name: tensor broadcasting against x}. `linear` names parameters f is affine in, jointly: a speed-up only
-    (Prior._log_joint needs a few sums per setting of the others, not a pass per latent); a false claim is
-    refused."""
+    (Prior._log_joint then needs a few sums per setting of the others, not a pass per latent)."""
     name: str
     f: object
     grid: dict
@@ -100,19 +97,13 @@ class Family:
         self.linear = tuple(k for k in self.grid if k in self.linear)
         self.shape = tuple(len(self.grid[k]) for k in self.nonlinear + self.linear)   # latent index order
         self.size = math.prod(self.shape)
-        self._check_linear()
-
-    def _check_linear(self):
-        """A family whose f is not affine in what it calls linear would get a wrong posterior: refuse it."""
-        if not self.linear:
-            return
+        # a family that is not affine in what it calls linear would get a wrong posterior: test a mixture
         g = torch.Generator().manual_seed(0)
         x = torch.rand(7, generator=g).double() * 2 - 1
-        theta = {k: self.grid[k][torch.randint(len(self.grid[k]), (1,), generator=g)] for k in self.nonlinear}
+        theta = {k: v[torch.randint(len(v), (1,), generator=g)] for k, v in self.grid.items()}
         a, b = ({k: torch.randn(1, generator=g).double() for k in self.linear} for _ in range(2))
         f = lambda c: self({**theta, **c}, x)
-        mix = {k: 0.3 * a[k] + 0.7 * b[k] for k in self.linear}            # affine: f(mix) = mix of f
-        if not torch.allclose(f(mix), 0.3 * f(a) + 0.7 * f(b), atol=1e-9):
+        if not torch.allclose(f({k: 0.3 * a[k] + 0.7 * b[k] for k in a}), 0.3 * f(a) + 0.7 * f(b), atol=1e-9):
             raise ValueError(f"family {self.name!r}: f is not affine in its linear parameters {self.linear}")
 
     def params_at(self, idx):
@@ -154,9 +145,8 @@ class Prior:
 
     def _log_joint(self, fam, x, y):
         """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M), T the nonlinear
-        settings, M the linear coefficients'. With f = φ₀ + c·φ and r = y - φ₀,
-        Σᵢ (rᵢ - c·φᵢ)² = r·r - 2c·Φr + cᵀΦΦᵀc: three sums per nonlinear setting,
-        then one product for all c."""
+        settings, M the linear coefficients'. With f = φ₀ + c·φ and r = y - φ₀, Σᵢ (rᵢ - c·φᵢ)² =
+        r·r - 2c·Φr + cᵀΦΦᵀc: three sums per nonlinear setting, then one product for all c."""
         basis = _basis(fam, x).transpose(0, 1)                                  # (B, T, 1+J, n)
         r, phi = y[:, None, :] - basis[:, :, 0], basis[:, :, 1:]                 # (B, T, n), (B, T, J, n)
         stats = torch.cat([(r * r).sum(-1, keepdim=True), (phi @ r[..., None])[..., 0],
@@ -302,12 +292,6 @@ class CoinPrior:
         ones, n = y.sum(-1, keepdim=True), y.shape[-1]
         return ones * self.ps.log() + (n - ones) * (1 - self.ps).log() - math.log(len(self.ps))
 
-    def posterior(self, x, y):
-        _same_shape("x", _as_data("x", x), "y", y := _as_data("y", y))
-        j = self._log_joint(y)
-        log_ev = j.logsumexp(-1)
-        return Posterior({"coin": j - log_ev[..., None]}, log_ev, {"coin": torch.ones_like(log_ev)})
-
     def predict(self, x_ctx, y_ctx, x_query):
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         p1 = (self._log_joint(y_ctx).softmax(-1) @ self.ps)[:, None].expand(x_query.shape)   # (B, Q)
@@ -408,8 +392,9 @@ class MixturePredictive(Predictive):
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return (lo + hi) / 2
 
-class BernoulliPredictive(Predictive):
-    """y in {0, 1} with P(y = 1) = p: the exact coin posterior and the network's coin head alike."""
+class BernoulliPredictive:
+    """y in {0, 1} with P(y = 1) = p: the exact coin posterior and the network's coin head alike. Its whole
+    distribution is p, so it has a mean and a log_prob, and no cdf or quantiles to plot."""
 
     def __init__(self, p):
         self.p = self.mean = p
@@ -419,13 +404,6 @@ class BernoulliPredictive(Predictive):
         if not ((y == 0) | (y == 1)).all():
             raise ValueError("a Bernoulli predictive takes y in {0, 1}")
         return torch.where(y == 1, self.p, 1 - self.p).log()
-
-    def cdf(self, y):
-        y = torch.as_tensor(y, dtype=self.p.dtype)
-        return torch.where(y < 0, 0.0, torch.where(y < 1, 1 - self.p, 1.0)).to(self.p.dtype)
-
-    def quantile(self, q):
-        return (torch.as_tensor(q, dtype=self.p.dtype) > 1 - self.p).to(self.p.dtype)
 
 # === 3. The bar distribution: how a network outputs a whole predictive distribution over y ==================
 def bucket_borders(prior, n_buckets=1000, n_datasets=10_000, n_points=10, seed=0):
@@ -562,8 +540,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, head_size, pre_norm) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         n_out = len(self.borders) - 1 if regression else 2
-        self.decoder = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                     nn.Linear(4 * d_model, n_out))
+        self.decoder = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, n_out))
 
     def x_features(self, x):
         """(B, n) -> (B, n, 1), or with x_freq = w (B, n, 3): [x, sin(wπx), cos(wπx)]."""
@@ -685,10 +662,9 @@ def _log_prob_at_every_size(prior, x, y):
 def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_sizes=None):
     """NLL_network - NLL_exact per query on seeded datasets from the prior (nats): as E[NLL_network] =
     E[KL(PPD ‖ network)] + E[NLL_exact], an estimate of the expected KL, far less noisy than either NLL. At
-    size k a dataset's first k points are the context. Returns dict(gap, se: mean over sizes 0 … N-1,
-    equally weighted as in training; per_context {'k': [gap, se]}; bins {label: [gap, se]}; head, head_se:
-    the gap of the exact PPD put on the network's buckets; nll_exact; n_datasets, seed, all_sizes). se: the
-    standard error over datasets."""
+    size k a dataset's first k points are the context. Returns dict(gap, se: mean over sizes 0 … N-1, each
+    weighted equally as in training, ± its standard error over datasets; per_context {'k': [gap, se]}; bins
+    {label: [gap, se]}; head, head_se: the exact PPD on the network's buckets; nll_exact, n_datasets, ...)."""
     prior = get_prior(prior) if isinstance(prior, str) else prior
     if model.prior != prior.name:
         raise ValueError(f"the network was trained on prior {model.prior!r}, not {prior.name!r}")
@@ -719,12 +695,10 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
         return [v.mean().item(), (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else math.nan]
     bins = {bin_label(lo, hi): stat(gap[:, lo:int(min(hi, n_points)) + 1].nanmean(1))
             for lo, hi in GAP_BINS if lo < n_points}
-    gap_se = stat(gap.nanmean(1))
-    head_se = stat(head.nanmean(1))
-    return dict(gap=gap_se[0], se=gap_se[1], head=head_se[0], head_se=head_se[1],
-                nll_exact=nll.nanmean().item(), n_datasets=n_datasets, seed=seed, all_sizes=all_sizes,
-                bins=bins,
-                per_context={str(k): stat(gap[:, k]) for k in range(n_points)})  # str: as in a checkpoint
+    (g, se), (h, h_se) = stat(gap.nanmean(1)), stat(head.nanmean(1))
+    return dict(gap=g, se=se, head=h, head_se=h_se, nll_exact=nll.nanmean().item(), n_datasets=n_datasets,
+                seed=seed, all_sizes=all_sizes, bins=bins,   # per_context keys are str, as in a checkpoint
+                per_context={str(k): stat(gap[:, k]) for k in range(n_points)})
 
 # === 7. The limits: closed forms where the posterior is undefined (E7) or itself misleads (E8, E9) ==========
 def coin_flip_predictive(ns, p_true=0.5, support=(0.3, 0.6)):
@@ -732,8 +706,8 @@ def coin_flip_predictive(ns, p_true=0.5, support=(0.3, 0.6)):
     each bias q weighed (as the paper does) by its expected likelihood L_q(n) = Σ_k Bin(k; n, p_true)
     Bin(k; n, q). ns (N,) or one int -> (predictive (N,), likelihood (N, S)), float64, in log space."""
     ns_t = torch.as_tensor(ns, dtype=torch.float64)
-    if ns_t.dim() > 1 or ns_t.numel() == 0 or not torch.isfinite(ns_t).all() or (ns_t != ns_t.round()).any() \
-            or (ns_t < 1).any():
+    whole = ns_t.isfinite() & (ns_t >= 1) & (ns_t == ns_t.round())
+    if ns_t.dim() > 1 or not ns_t.numel() or not whole.all():
         raise ValueError(f"ns must be a positive integer (flips) or a 1-D sequence of them; got {ns}")
     between = "a number strictly between 0 and 1"
     p_true = _number("p_true", p_true, lambda p: 0 < p < 1, between)
@@ -756,9 +730,8 @@ def gp_posterior(x_train, y_train, x_test, length_scale=0.4, output_scale=1.0, n
     K + σ²I (K alone is singular for dense data); n = 0 gives the prior."""
     x, y, xq = (_as_data(*a, (1,)) for a in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test)))
     _same_shape("x_train", x, "y_train", y)
-    positive = lambda name, v: _number(name, v, lambda t: t > 0, "a finite number > 0")
-    ell, s2, noise = positive("length_scale", length_scale), positive("output_scale", output_scale), \
-        positive("noise_var", noise_var)
+    given = dict(length_scale=length_scale, output_scale=output_scale, noise_var=noise_var)
+    ell, s2, noise = (_number(k, v, lambda t: t > 0, "a finite number > 0") for k, v in given.items())
     k = lambda a, b: s2 * torch.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
     chol = torch.linalg.cholesky(k(x, x) + noise * torch.eye(len(x), dtype=torch.float64))   # (n, n), lower
     k_star = k(x, xq)                                                                        # (n, m)

@@ -27,8 +27,9 @@ CONFIG = dict(
     steps=6500,            # optimizer steps
     batch_size=32,         # datasets per step (per process under torchrun)
     n_points=100,          # points per dataset; the context size k is uniform in 0 … n_points-1
-    short_fraction=0.75,   # curriculum: the first 75% of the steps use datasets of short_points points,
-    short_points=20,       #   4× cheaper: the basics are learnt on short contexts, the rest on long ones
+    short_fraction=0.0,    # curriculum: the first steps on datasets of short_points points, the next on
+    short_points=20,       #   mid_points, the rest on n_points: short contexts teach the basics cheaply,
+    mid_fraction=0.0, mid_points=50,   # long ones the rest (the sines_lines preset: 60%, 25%, 15%)
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3,
     warmup=0.05,           # fraction of the steps with a linear warm-up, then cosine to 0
@@ -48,14 +49,15 @@ CONFIG = dict(
 )
 # What a key is allowed to be, as one table: (keys, test, what is allowed).
 RULES = [
-    ("steps batch_size n_points short_points d_model n_layers head_size eval_datasets final_eval_datasets",
+    ("steps batch_size n_points short_points mid_points d_model n_layers head_size eval_datasets "
+     "final_eval_datasets",
      lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     ("max_queries threads eval_every save_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("n_buckets", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     ("seed", lambda v: isinstance(v, int) and 0 <= v < 2**24, "an integer in [0, 2^24)"),   # see batch()
     ("weight_decay grad_clip x_freq", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
-    ("short_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("short_fraction mid_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     ("warmup", lambda v: 0 <= v < 1, "a number in [0, 1)"),
 ]
 # Keys that say how a run is watched or where it is saved, not what it learns.
@@ -65,17 +67,18 @@ LOG_EVERY = 50             # steps per logged loss: the training loop's only wai
 
 # Presets: sized for each prior's figures and for a 2-core CPU. A preset sets the prior too.
 PRESETS = {
-    "sines_lines": dict(prior="sines_lines", x_freq=3.0),                     # E1, E1a (80-point prompts)
-    "sines_lines_long": dict(prior="sines_lines", x_freq=3.0, steps=18000),   # the same, longer
-    "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, short_fraction=0, d_model=64, lr=1e-3,
-                        x_freq=3.0),                                         # E2 (20 points)
-    "steps": dict(prior="steps", n_points=20, steps=6000, short_fraction=0),                 # E3 (10 points)
-    "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000, short_fraction=0),   # E4 (20 points)
-    "coins": dict(prior="coins", steps=2000, short_fraction=0, d_model=64, n_layers=2, batch_size=64),   # E5
-    "coins_counting": dict(prior="coins", steps=2000, short_fraction=0, d_model=64, n_layers=2, batch_size=64,
+    "sines_lines": dict(prior="sines_lines", x_freq=3.0, steps=10000, short_fraction=0.6,
+                        mid_fraction=0.25),                                  # E1, E1a (80-point prompts)
+    "sines_lines_long": dict(prior="sines_lines", x_freq=3.0, steps=25000, short_fraction=0.6,
+                             mid_fraction=0.25),                             # the same, longer
+    "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0),   # E2
+    "steps": dict(prior="steps", n_points=20, steps=6000),                       # E3 (10-point prompts)
+    "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000),         # E4 (20-point prompts)
+    "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=64),                      # E5
+    "coins_counting": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=64,
                            count_feature=True),                              # E5, able to count
-    "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, short_fraction=0,
-                       steps=20000, lr=1e-4, warmup=0.1),                     # the paper's own size
+    "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
+                       warmup=0.1),                                             # the paper's own size
 }
 
 def lr_at(step, cfg):
@@ -128,9 +131,13 @@ def resolve_config(argv=(), **overrides):
         for key in keys.split():
             if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not ok(cfg[key]):
                 raise ValueError(f"{key} must be {allowed}; got {cfg[key]!r}")
-    if cfg["short_fraction"] > 0 and cfg["short_points"] > cfg["n_points"]:
-        raise ValueError(f"short_points ({cfg['short_points']}) must be <= n_points ({cfg['n_points']}) "
-                         "while short_fraction > 0; or pass --short_fraction 0")
+    for s in ("short", "mid"):
+        if cfg[f"{s}_fraction"] > 0 and cfg[f"{s}_points"] > cfg["n_points"]:
+            raise ValueError(f"{s}_points ({cfg[f'{s}_points']}) must be <= n_points ({cfg['n_points']}) "
+                             f"while {s}_fraction > 0; or pass --{s}_fraction 0")
+    if cfg["short_fraction"] + cfg["mid_fraction"] > 1:
+        raise ValueError(f"short_fraction + mid_fraction must be <= 1; got {cfg['short_fraction']} + "
+                         f"{cfg['mid_fraction']}")
     if cfg["device"] not in ("auto", "cpu") and not cfg["device"].startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg['device']!r}")
     if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
@@ -160,10 +167,23 @@ def batch(cfg, prior, step, rank=0):
     """Step `step`'s datasets x, y (B, n), context size k and query end, drawn from a generator seeded by
     (seed, rank, step): a resumed run draws what it would have drawn, whatever the number of processes."""
     g = torch.Generator().manual_seed((cfg["seed"] << 40) + (rank << 24) + step)
-    n = cfg["short_points"] if step < cfg["short_fraction"] * cfg["steps"] else cfg["n_points"]
+    at = step / cfg["steps"]                                  # the curriculum's stage
+    n = cfg["short_points"] if at < cfg["short_fraction"] else \
+        cfg["mid_points"] if at < cfg["short_fraction"] + cfg["mid_fraction"] else cfg["n_points"]
     x, y = prior.sample(cfg["batch_size"], n, generator=g)
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
+
+def train_step(model, opt, x, y, k, q_end, cfg, net=None, bf16=False):
+    """One optimizer step on datasets x, y (B, n): points :k the context, k:q_end the queries -> the loss."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        logits = (net or model)(x[:, :k], y[:, :k], x[:, k:q_end])
+    loss = model.nll(logits.float(), y[:, k:q_end])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+    opt.step()
+    return loss.detach()
 
 def train(cfg=None, **overrides):
     """Train the network a config describes (or the defaults with overrides). Returns (model, summary)."""
@@ -180,7 +200,8 @@ def train(cfg=None, **overrides):
     rank0, prior = rank == 0, get_prior(cfg["prior"])     # rank 0 alone prints, evaluates and saves
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, 0.95),   # β₂ as nanoGPT's: it
+                            weight_decay=cfg["weight_decay"])             # trained these networks better
     start, history = 0, []
     if cfg["resume"]:
         ckpt = load_checkpoint(cfg["out"], prior=cfg["prior"])
@@ -209,18 +230,11 @@ def train(cfg=None, **overrides):
                   disable=not (rank0 and cfg["progress"]), dynamic_ncols=True, unit="step") as bar:
             for step in bar:
                 x, y, k, q_end = batch(cfg, prior, step, rank)
-                x, y = x.to(device), y.to(device)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, cfg)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                    logits = net(x[:, :k], y[:, :k], x[:, k:q_end])
-                loss = model.nll(logits.float(), y[:, k:q_end])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-                opt.step()
+                # the loss stays a tensor: .item() would wait for the device every step
+                losses.append(train_step(model, opt, x.to(device), y.to(device), k, q_end, cfg, net, bf16))
                 done = step + 1
-                losses.append(loss.detach())       # not .item(): that would wait for the device every step
                 if done % LOG_EVERY == 0 or done == cfg["steps"]:
                     history.append((done, torch.stack(losses).mean().item()))   # the mean since the last
                     losses.clear()
