@@ -11,23 +11,23 @@ from torch.utils.benchmark import Timer
 import train
 from posterior_icl import PRIORS, Block, Transformer, brute_force, get_prior
 
-PARTS = {"data": (train, "batch"), "step": (train, "train_step"), "forward": (Transformer, "forward"),
-         "blocks": (Block, "forward"), "attention": (Block, "attend"), "loss": (Transformer, "nll"),
-         "decoder": (torch.nn.Sequential, "forward"), "backward": (torch.Tensor, "backward"),
-         "optimizer": (torch.optim.AdamW, "step")}          # nested: step ⊃ forward ⊃ blocks ⊃ attention
+PARTS = dict(data=(train, "batch"), step=(train, "train_step"), forward=(Transformer, "forward"),  # nested
+             blocks=(Block, "forward"), attention=(Block, "attend"), decoder=(torch.nn.Sequential, "forward"),
+             loss=(Transformer, "nll"), backward=(torch.Tensor, "backward"), adam=(torch.optim.AdamW, "step"))
 
 def posterior(naive, threads):
     prior, xq = PRIORS["steps_updown"], torch.linspace(-1, 1, 100, dtype=torch.float64)
     x = torch.linspace(-1, 1, 20, dtype=torch.float64)
-    y, names = 0.2 * ((x > -0.5).double() - (x > 0.5).double()), {**globals(), **locals()}   # E4's box
-    fast = Timer("prior.predict(x, y, xq).mean", globals=names, num_threads=threads).blocked_autorange(5)
+    y = 0.2 * ((x > -0.5).double() - (x > 0.5).double())                          # E4's box
+    names = {**globals(), **locals()}
+    fast = Timer("prior.predict(x, y, xq).mean", globals=names, num_threads=threads).adaptive_autorange()
     print(f"steps_updown, E4's box (20 points), PPD mean at 100 queries: {fast.median:.3f} s (median)")
     if naive:
         slow = Timer("brute_force(prior, x, y, xq, xq)", globals=names, num_threads=threads).timeit(1).median
         print(f"brute force over every latent, one point at a time: {slow:.1f} s ({slow / fast.median:.0f}x)")
 
 def steps(presets, threads, n=30):
-    """ms per step of train.py's steps 0 … n-1 and last n (median of repeats), then those steps by part."""
+    """ms per step of n of train.py's steps per stage (median of repeats), then those steps by part."""
     for name, (owner, attr) in PARTS.items():         # the profiler sums each part's time under its name
         setattr(owner, attr, record_function(name)(getattr(owner, attr)))
     for preset in presets:
@@ -37,7 +37,8 @@ def steps(presets, threads, n=30):
         def run(start):
             for s in range(start, start + n):
                 train.train_step(model, opt, *train.batch(cfg, prior, s), cfg)
-        for start in sorted({0, cfg["steps"] - n}):       # the curriculum's short datasets, then the long
+        edges = (0, cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"])   # the stages' starts
+        for start in sorted({min(round(e * cfg["steps"]), cfg["steps"] - n) for e in edges}):
             t = Timer("run(start)", globals=locals(), num_threads=threads).blocked_autorange(min_run_time=10)
             with profile() as prof:
                 run(start)
@@ -53,8 +54,7 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--naive", action="store_true", help="posterior: also the brute force (about a minute)")
     a = p.parse_args()
+    for bad in set(a.presets) - set(train.PRESETS):
+        p.error(f"unknown preset {bad!r}; known presets: {', '.join(train.PRESETS)}")
     torch.set_num_threads(a.threads)
-    try:
-        posterior(a.naive, a.threads) if a.what == "posterior" else steps(a.presets, a.threads)
-    except ValueError as e:        # an unknown preset: one line that names the known ones
-        p.error(str(e))
+    posterior(a.naive, a.threads) if a.what == "posterior" else steps(a.presets, a.threads)
