@@ -727,6 +727,9 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
     (["--x_freq", "inf"], "x_freq must be a finite number >= 0"),
     (["--lr", "0"], "lr must be a finite number > 0"),
     (["--warmup", "1"], "warmup must be a number in [0, 1)"),
+    (["--beta2", "1"], "beta2 must be a number in [0, 1)"),
+    (["--mid_points", "200"], "mid_points (200) must be <= n_points (100) while mid_fraction > 0"),
+    (["--mid_fraction", "0.5"], "short_fraction + mid_fraction must be <= 1; got 0.6 + 0.5"),
     (["--short_fraction", "2"], "short_fraction must be a number in [0, 1]"),
     (["--seed", "-1"], "seed must be an integer in [0, 2^24)"),
     (["--pre_norm", "maybe"], "expected true or false, got 'maybe'"),
@@ -769,6 +772,16 @@ def test_resume_with_another_priors_checkpoint_is_refused(tmp_path):
     with pytest.raises(SystemExit) as e:
         train.main(["--prior", "sines_lines", "--out", out, "--resume", "--steps", "4"])
     assert "holds a network for prior 'coins', not 'sines_lines'" in str(e.value)
+
+
+def test_the_curriculum_has_three_stages(tmp_path, monkeypatch):
+    """sines_lines: 60% of the steps on 20-point datasets, 25% on 50, the rest on 100; the others one size."""
+    monkeypatch.chdir(tmp_path)
+    cfg, prior = train.resolve_config([]), PRIORS["sines_lines"]
+    points = [train.batch(cfg, prior, s)[0].shape[1] for s in (0, 5999, 6000, 8499, 8500, 9999)]
+    assert points == [20, 20, 50, 50, 100, 100]
+    cfg = train.resolve_config(["--prior", "steps"])
+    assert {train.batch(cfg, PRIORS["steps"], s)[0].shape[1] for s in (0, 3000, 5999)} == {20}
 
 
 def test_resolved_config_reaches_the_presets(tmp_path, monkeypatch):
