@@ -1,6 +1,6 @@
 """Benchmarks a person can rerun: medians of repeated runs (torch.utils.benchmark), never a timed test:
     python bench.py posterior [--naive]   # exact PPD mean, E4's box (8.1M latents); --naive: brute force too
-    python bench.py train [PRESET ...]    # ms per training step, early (short datasets) and late, by part
+    python bench.py train [PRESET ...]    # ms per training step in each curriculum stage, and by part
 Set --threads to your cores, and run nothing else meanwhile; /usr/bin/time -v adds the peak memory."""
 import argparse
 

@@ -83,8 +83,7 @@ FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_
                        mid_fraction=0.0, final_eval_datasets=8)       # E1b/E1c networks: all eight in seconds
 
 def final_loss(history, steps, fraction=0.1):
-    """Mean training loss over the last `fraction` of the steps, each (step, mean loss) entry of history
-    weighed by the steps it covers."""
+    """Mean training loss over the last `fraction` of the steps, each history entry weighed by its steps."""
     spans = [(s - prev, loss) for prev, (s, loss) in zip([0] + [s for s, _ in history], history)
              if s > (1 - fraction) * steps]
     return sum(n * loss for n, loss in spans) / sum(n for n, _ in spans) if spans else math.nan
@@ -92,12 +91,14 @@ def final_loss(history, steps, fraction=0.1):
 def trained(preset, fast=False, **overrides):
     """train.py's `preset` network with `overrides`: loaded if its checkpoint is done and of this config, else
     trained or resumed (fast runs: checkpoints/fast/). model.run: path, steps, history, gap, final_loss."""
-    # out="": the name from the overrides, never refused for a file of another config (retrained below)
-    path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]
+    path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]   # named by the overrides
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
     budget = {**FAST, **FAST_OVERRIDES.get(preset, {})} if fast else {}
     cfg = train.resolve_config(["--preset", preset], **{**budget, **overrides, "out": path})
-    ckpt = load_checkpoint(path) if os.path.exists(path) else None
+    try:                          # a file of an earlier version, or a broken one, is trained anew
+        ckpt = load_checkpoint(path) if os.path.exists(path) else None
+    except ValueError:
+        ckpt = None
     wrong = train.mismatch(ckpt.get("train_config", {}), cfg) if ckpt else []
     if ckpt is None or wrong:
         print(f"{path}: trained with another {', '.join(wrong)}; retraining it" if wrong
@@ -173,7 +174,7 @@ def share_y(axes, ylim=None, yticks=None):
 def e1c_networks(fast):
     """(label, overrides) per E1c budget (its own run, warm-up and schedule), doubling, then the preset's."""
     own = train.PRESETS["sines_lines"].get("steps", train.CONFIG["steps"])    # the preset's own network
-    budget = FAST_BUDGET_NET if fast else dict(final_eval_datasets=64)    # seven more: a quicker evaluation
+    budget = FAST_BUDGET_NET if fast else dict(final_eval_datasets=64)    # the others: a quicker evaluation
     return [(f"{n:,} steps", {"steps": n, **budget} if fast or n != own else {})
             for n in ([10 * 2**i for i in range(8)] if fast else [50 * 2**i for i in range(7)] + [own])]
 
@@ -206,7 +207,7 @@ PANELS = {
         note=lambda fits: "Disagreement between the seeds (largest standard deviation of their means), by "
         "slope: " + ", ".join(f"{s}: {torch.stack(f.nets).std(0).max():.3f}" for s, f in zip(SLOPES, fits))),
     "sines_and_lines_epoch_abl": dict(
-        doc="E1c: the slope-0.28 prompt after 50 … 6,500 training steps.",
+        doc="E1c: the slope-0.28 prompt after 50 … 3,200 training steps, then the default's.",
         preset="sines_lines", nets=e1c_networks, paired=True, ylim=(-0.4, 0.4), yticks=[-0.25, 0, 0.25],
         titles="Training for {steps:,} steps\nto an average loss of {loss:.2f}",
         prompts=[prompt("0.2·sin(3πx) + 0.28·x", sloped_sine(0.28))] * 8),
@@ -496,9 +497,8 @@ def coin_flip(fast):
     left.plot(ns, predictive, color=EXACT, lw=1.8)
     left.set(xscale="log", xlim=(1, 1024), ylim=(0.25, 0.65), xlabel="n (coin flips)",
              ylabel="P(y = 1 | n flips)", title="Posterior predictive")
-    # on a log axis an exponential decay is straight, its slope the rate of coin_flip_predictive's docstring
     for col, (q, color) in enumerate(((0.3, GREEN), (0.6, PURPLE))):
-        rate = -math.log(lik[-1, col] / lik[511, col]) / 512
+        rate = -math.log(lik[-1, col] / lik[511, col]) / 512   # its decay rate: straight on a log axis
         right.plot(ns, lik[:, col], color=color, lw=1.8, label=f"$L_{{{q}}}(n)$, ≈ $e^{{-{rate:.3f}\\,n}}$")
     right.set(yscale="log", xlim=(0, 1024), xlabel="n (coin flips)", ylabel="expected likelihood",
               title="Expected likelihoods")

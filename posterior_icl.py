@@ -587,6 +587,8 @@ def make_model(prior, n_buckets=1000, seed=0, **config):
     return Transformer(prior, borders, **config)
 
 # === 5. Checkpoints: one file of plain things, written atomically ===========================================
+FORMAT = "posterior-icl/2"
+
 def atomic_write(path, write):
     """Create `path` through write(binary file): written beside it, then renamed over it, so a crash never
     leaves half a file and never destroys the previous one."""
@@ -604,7 +606,7 @@ def atomic_write(path, write):
 
 def save_model(model, path, **extra):
     """Write weights, borders, prior name and config (plus any plain `extra`) to `path`, atomically."""
-    ckpt = dict(format="posterior-icl/1", prior=model.prior, config=model.config, borders=model.borders.cpu(),
+    ckpt = dict(format=FORMAT, prior=model.prior, config=model.config, borders=model.borders.cpu(),
                 state_dict={k: v.cpu() for k, v in model.state_dict().items()}, **extra)
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
@@ -616,11 +618,10 @@ def load_checkpoint(path, prior=None):
     except Exception as e:                    # missing, truncated, or not a torch file at all
         raise ValueError(f"{str(path)!r} is not a readable posterior-icl checkpoint ({type(e).__name__})") \
             from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "posterior-icl/1":
-        raise ValueError(f"{str(path)!r} is not a posterior-icl checkpoint (no 'format': 'posterior-icl/1')")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:   # /1: the d -> 4d decoder, β₂ 0.999
+        raise ValueError(f"{str(path)!r} is not a {FORMAT} checkpoint (an earlier version's? retrain it)")
     if prior is not None and ckpt["prior"] != prior:
         raise ValueError(f"{str(path)!r} holds a network for prior {ckpt['prior']!r}, not {prior!r}")
-    ckpt["config"] = {"x_freq": 0.0, **ckpt["config"]}      # written before x_freq existed: none
     return ckpt
 
 def load_model(path, prior=None):

@@ -403,21 +403,12 @@ def test_phase_features_reach_the_network_and_survive_a_checkpoint(tmp_path):
     assert torch.equal(loaded(xs[:, :5], ys[:, :5], xs[:, 5:]), m(xs[:, :5], ys[:, :5], xs[:, 5:]))
 
 
-def test_a_checkpoint_from_before_x_freq_loads(tmp_path):
-    out = str(tmp_path / "old.pt")
-    train.train(**{**TINY_RUN, "x_freq": 0.0, "steps": 2, "out": out})
-    ckpt = torch.load(out, weights_only=True)
-    del ckpt["config"]["x_freq"]                            # as written before the option existed
-    torch.save(ckpt, out)
-    assert load_model(out).config["x_freq"] == 0.0
-
-
 def test_a_truncated_or_foreign_file_is_not_a_checkpoint(tmp_path, model):
     save_model(model, tmp_path / "m.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:1000])
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     (tmp_path / "text.pt").write_text("hello")
-    for name, message in [("cut.pt", "not a readable"), ("foreign.pt", "not a posterior-icl checkpoint"),
+    for name, message in [("cut.pt", "not a readable"), ("foreign.pt", "not a posterior-icl/2 checkpoint"),
                           ("text.pt", "not a readable"), ("missing.pt", "not a readable")]:
         with pytest.raises(ValueError, match=message) as e:
             load_model(tmp_path / name)
@@ -1035,7 +1026,7 @@ def test_coarse_exact_quantiles_agree_with_the_exact_quantile():
 
 def test_e1b_and_e1c_share_their_runs_as_described():
     """E1c: 50 … 3,200 steps, then the preset's own network; E1b: seeds 0, 1, 2
-    (0: E1c's 3,200-step run); the seven extra networks take a quicker final evaluation (it names nothing)."""
+    (0: E1c's 3,200-step run); the other networks take a quicker final evaluation (it names nothing)."""
     e1c, e1b = figures.e1c_networks(False), figures.PANELS["sines_and_lines_slope_abl"]["nets"](False)
     quick = dict(final_eval_datasets=64)
     assert [o for _, o in e1c] == [{"steps": 50 * 2**i, **quick} for i in range(7)] + [{}]

@@ -1,7 +1,8 @@
 """Train a transformer on endless tasks sampled from a prior, then measure its gap to the exact posterior.
 
     python train.py --prior steps            # a prior's preset (default: sines_lines), on the CPU or CUDA
-    python train.py --steps 2000 --resume    # any CONFIG value is a flag (--help); --resume continues
+    python train.py --steps 2000             # any CONFIG value is a flag (--help; a preset overrides its
+    python train.py --steps 2000 --resume    #   defaults); --resume continues that run where it stopped
     torchrun --nproc_per_node=2 train.py     # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
 Fresh datasets every step leave nothing to overfit: the only target is the posterior predictive.
@@ -27,9 +28,9 @@ CONFIG = dict(
     steps=6500,            # optimizer steps
     batch_size=32,         # datasets per step (per process under torchrun)
     n_points=100,          # points per dataset; the context size k is uniform in 0 … n_points-1
-    short_fraction=0.0,    # curriculum: the first steps on datasets of short_points points, the next on
-    short_points=20,       #   mid_points, the rest on n_points: short contexts teach the basics cheaply,
-    mid_fraction=0.0, mid_points=50,   # long ones the rest (the sines_lines preset: 60%, 25%, 15%)
+    short_fraction=0.0,    # curriculum: this fraction of the steps on datasets of short_points points, the
+    short_points=20,       #   next mid_fraction on mid_points, the rest on n_points: short contexts teach the
+    mid_fraction=0.0, mid_points=50,   # basics cheaply (the sines_lines preset: 60%, 25%, 15%)
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3, beta2=0.95,  # AdamW's β₂: 0.95 (nanoGPT's) trained our networks better than torch's 0.999
     warmup=0.05,           # fraction of the steps with a linear warm-up, then cosine to 0
@@ -178,7 +179,7 @@ def batch(cfg, prior, step, rank=0):
 def train_step(model, opt, x, y, k, q_end, cfg, net=None, bf16=False):
     """One optimizer step on datasets x, y (B, n): points :k the context, k:q_end the queries -> the loss."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        logits = (net or model)(x[:, :k], y[:, :k], x[:, k:q_end])
+        logits = (model if net is None else net)(x[:, :k], y[:, :k], x[:, k:q_end])
     loss = model.nll(logits.float(), y[:, k:q_end])
     opt.zero_grad(set_to_none=True)
     loss.backward()
