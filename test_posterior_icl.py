@@ -442,6 +442,10 @@ def test_figures_retrain_another_configs_network_and_resume_an_unfinished_one(tm
     torch.save(ckpt, path)
     model = figures.trained("sines_lines", **overrides)                      # evaluated anew, not trained
     assert "resuming" in capsys.readouterr().out and model.run["gap"]["se"] > 0
+    torch.save({**torch.load(path, weights_only=True), "format": "posterior-icl/1"}, path)  # an old one
+    model = figures.trained("sines_lines", **overrides)                      # trained anew, never loaded
+    assert "training sines_lines" in capsys.readouterr().out
+    assert torch.load(path, weights_only=True)["format"] == "posterior-icl/2"
 
 
 def test_averaging_attention_cannot_count_but_the_count_feature_can():
@@ -653,7 +657,7 @@ def test_more_processes_are_another_run(monkeypatch, tmp_path):
 def test_resume_refuses_a_changed_schedule(tmp_path):
     out = str(tmp_path / "a.pt")
     train.train(**{**TINY_RUN, "steps": 4, "out": out})
-    for key, value in [("steps", 8), ("batch_size", 5), ("lr", 1e-2)]:
+    for key, value in [("steps", 8), ("batch_size", 5), ("lr", 1e-2), ("beta2", 0.9), ("mid_points", 7)]:
         with pytest.raises(SystemExit) as e:
             train.main([*(f"--{k}={v}" for k, v in {**TINY_RUN, "steps": 4, key: value}.items()),
                         "--out", out, "--resume"])
