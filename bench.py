@@ -37,8 +37,7 @@ def steps(presets, threads, n=30):
         def run(start):
             for s in range(start, start + n):
                 train.train_step(model, opt, *train.batch(cfg, prior, s), cfg)
-        edges = (0, cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"])   # the stages' starts
-        for start in sorted({min(round(e * cfg["steps"]), cfg["steps"] - n) for e in edges}):
+        for start in sorted({s for s, _ in train.stages(cfg) if s < cfg["steps"]}):   # each stage's first
             t = Timer("run(start)", globals=locals(), num_threads=threads).blocked_autorange(min_run_time=10)
             with profile() as prof:
                 run(start)

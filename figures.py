@@ -95,8 +95,8 @@ def trained(preset, fast=False, **overrides):
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
     budget = {**FAST, **FAST_OVERRIDES.get(preset, {})} if fast else {}
     cfg = train.resolve_config(["--preset", preset], **{**budget, **overrides, "out": path})
-    try:                          # a file of an earlier version, or a broken one, is trained anew
-        ckpt = load_checkpoint(path) if os.path.exists(path) else None
+    try:                          # a missing file, a broken one or an earlier version's: trained anew
+        ckpt = load_checkpoint(path)
     except ValueError:
         ckpt = None
     wrong = train.mismatch(ckpt.get("train_config", {}), cfg) if ckpt else []
@@ -104,7 +104,7 @@ def trained(preset, fast=False, **overrides):
         print(f"{path}: trained with another {', '.join(wrong)}; retraining it" if wrong
               else f"training {preset} for {cfg['steps']} steps -> {path}")
         train.train(cfg)
-    elif ckpt["step"] < cfg["steps"] or "se" not in ckpt.get("summary", {}).get("gap", {}):   # evaluated anew
+    elif ckpt["step"] < cfg["steps"] or "summary" not in ckpt:       # unfinished, or stopped before its gap
         print(f"{path}: unfinished at step {ckpt['step']} of {cfg['steps']}; resuming it")
         train.train({**cfg, "resume": True})
     ckpt, model = load_checkpoint(path), load_model(path, prior=cfg["prior"])

@@ -145,8 +145,8 @@ class Prior:
 
     def _log_joint(self, fam, x, y):
         """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M), T the nonlinear
-        settings, M the linear coefficients'. With f = φ₀ + c·φ and r = y - φ₀, Σᵢ (rᵢ - c·φᵢ)² =
-        r·r - 2c·Φr + cᵀΦΦᵀc: three sums per nonlinear setting, then one product for all c."""
+        settings, M the linear ones. With f = f0 + c·phi and r = y - f0, sum (r - c·phi)^2 =
+        r·r - 2c·(phi r) + c·(phi phi^T)c: three sums per nonlinear setting, then one product for all c."""
         basis = _basis(fam, x).transpose(0, 1)                                  # (B, T, 1+J, n)
         r, phi = y[:, None, :] - basis[:, :, 0], basis[:, :, 1:]                 # (B, T, n), (B, T, J, n)
         stats = torch.cat([(r * r).sum(-1, keepdim=True), (phi @ r[..., None])[..., 0],

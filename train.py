@@ -73,7 +73,7 @@ PRESETS = {
     "sines_lines_long": dict(prior="sines_lines", x_freq=3.0, steps=25000, short_fraction=0.6,
                              mid_fraction=0.25),                             # the same, longer
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
-                        beta2=0.999),                      # E2; with β₂ 0.95 it stays at the prior predictive
+                        beta2=0.999),                      # E2; with beta2 0.95 it stayed at the prior
     "steps": dict(prior="steps", n_points=20, steps=6000),                       # E3 (10-point prompts)
     "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000),         # E4 (20-point prompts)
     "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=64),                      # E5
@@ -165,13 +165,17 @@ def build_model(cfg):
     shape = {k: cfg[k] for k in ("d_model", "n_layers", "head_size", "pre_norm", "count_feature", "x_freq")}
     return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **shape)
 
+def stages(cfg):
+    """The curriculum as [(first step, points per dataset)]: short_points, then mid_points, then n_points."""
+    short, mid = cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"]    # of the steps
+    short, mid = math.ceil(short * cfg["steps"]), math.ceil(mid * cfg["steps"])       # their first steps
+    return [(0, cfg["short_points"]), (short, cfg["mid_points"]), (mid, cfg["n_points"])]
+
 def batch(cfg, prior, step, rank=0):
     """Step `step`'s datasets x, y (B, n), context size k and query end, drawn from a generator seeded by
     (seed, rank, step): a resumed run draws what it would have drawn, whatever the number of processes."""
     g = torch.Generator().manual_seed((cfg["seed"] << 40) + (rank << 24) + step)
-    at = step / cfg["steps"]                                  # the curriculum's stage
-    n = cfg["short_points"] if at < cfg["short_fraction"] else \
-        cfg["mid_points"] if at < cfg["short_fraction"] + cfg["mid_fraction"] else cfg["n_points"]
+    n = [points for start, points in stages(cfg) if start <= step][-1]
     x, y = prior.sample(cfg["batch_size"], n, generator=g)
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
