@@ -9,7 +9,7 @@ from torch.profiler import profile, record_function
 from torch.utils.benchmark import Timer
 
 import train
-from posterior_icl import PRIORS, Block, Transformer, brute_force, get_prior
+from posterior_icl import PRIORS, Block, Transformer, brute_force, get_prior, make_model
 
 PARTS = dict(data=(train, "batch"), step=(train, "train_step"), forward=(Transformer, "forward"),  # nested
              blocks=(Block, "forward"), attention=(Block, "attend"), decoder=(torch.nn.Sequential, "forward"),
@@ -32,11 +32,11 @@ def steps(presets, threads, n=30):
         setattr(owner, attr, record_function(name)(getattr(owner, attr)))
     for preset in presets:
         cfg = train.resolve_config([], preset=preset, out="unused")
-        prior, model = get_prior(cfg["prior"]), train.build_model(cfg)
+        prior, model = get_prior(cfg["prior"]), make_model(cfg["prior"], **{k: cfg[k] for k in train.SHAPE})
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         def run(start):
             for s in range(start, start + n):
-                train.train_step(model, opt, *train.batch(cfg, prior, s), cfg)
+                train.train_step(model, opt, cfg, prior, s)
         for start in sorted({s for s, _ in train.stages(cfg) if s < cfg["steps"]}):   # each stage's first
             t = Timer("run(start)", globals=locals(), num_threads=threads).blocked_autorange(min_run_time=10)
             with profile() as prof:

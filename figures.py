@@ -1,16 +1,9 @@
-"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N]: the paper's figures, PNG and
-PDF, in --out (default figures/), their numbers in <out>/summary.md, a section per figure. --fast: tiny
-budgets, stamped "fast run"; --docs: also the README's four, small, in docs/. Seven are rows of PANELS."""
-import functools
-import math
-import os
-import pathlib
-import sys
-import time
+"""figures.py [NAME ...]: the paper's figures, PNG and PDF, in --out (default figures/), their numbers in
+<out>/summary.md, a section each. --fast: tiny budgets, stamped "fast run"; --docs: README's four in docs/."""
+import functools, itertools, math, os, pathlib, sys, time
 from collections import namedtuple
 
 import matplotlib
-
 matplotlib.use("Agg")  # files only: no display needed, and the same pixels everywhere
 import matplotlib.pyplot as plt
 import torch
@@ -42,15 +35,6 @@ def legend_below(fig, entries, ncol=None):
 def table(header, rows):
     return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [header, ["---"] * len(header), *rows])
 # --- The runner: a figure's files, and its section of summary.md -----------------------------------------
-def update_summary(path, name, body):
-    """Replace (or append) section '## name' of the Markdown file `path`, atomically, keeping the others."""
-    old = pathlib.Path(path).read_text("utf-8") if os.path.exists(path) else ""
-    sections = {p.split("\n", 1)[0].split()[0]: p.rstrip("\n") for p in ("\n" + old).split("\n## ")[1:]}
-    sections[name] = f"{name}\n\n{body.strip()}"
-    text = "# Figure summary\n\nThe numbers behind the figures in this folder; `python figures.py NAME` " \
-        "rewrites the section NAME.\n" + "".join(f"\n## {section}\n" for section in sections.values())
-    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
-
 def render(name, out="figures", fast=False, docs=False):
     """Make figure `name`: its files into `out` (and docs/), its section of summary.md. -> (paths, seconds)"""
     start, paths = time.perf_counter(), []
@@ -71,12 +55,17 @@ def render(name, out="figures", fast=False, docs=False):
     how = f"**Fast run** (tiny budgets, not a result): `python figures.py --fast {name}`" if fast else \
         f"`python figures.py {name}`"
     doc = " ".join(FIGURES[name].__doc__.split())        # the figure's docstring heads its section
-    update_summary(os.path.join(out, "summary.md"), name, f"{doc}\n\n{body}\n\n_{how}: {seconds:.1f} s, "
-                   f"torch threads: {torch.get_num_threads()}; files: {files}._")
+    summary = os.path.join(out, "summary.md")      # this figure's section replaced or added, the others kept
+    old = pathlib.Path(summary).read_text("utf-8") if os.path.exists(summary) else ""
+    sections = {p.split("\n", 1)[0].split()[0]: p.rstrip("\n") for p in ("\n" + old).split("\n## ")[1:]}
+    sections[name] = (f"{name}\n\n{doc}\n\n{body}\n\n_{how}: {seconds:.1f} s, torch threads: "
+                      f"{torch.get_num_threads()}; files: {files}._")
+    text = "# Figure summary\n\nThe numbers behind the figures in this folder; `python figures.py NAME` " \
+        "rewrites the section NAME.\n" + "".join(f"\n## {section}\n" for section in sections.values())
+    atomic_write(summary, lambda file: file.write(text.encode("utf-8")))
     return paths, seconds
 # --- Networks: one way to get one, trained or resumed through train.py unless its checkpoint is done -----
-# Fast runs: tiny budgets; posterior_gap takes each dataset of steps and steps_updown (over 10^5 latents)
-# at one context size and needs two per size: they get 2·n_points.
+# steps, steps_updown (10^5 latents) evaluate one context size per dataset; posterior_gap needs 2 per size
 FAST = dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0)
 FAST_OVERRIDES = {"steps": dict(final_eval_datasets=40), "steps_updown": dict(final_eval_datasets=60)}
 FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0,  # a fast run's
@@ -89,8 +78,7 @@ def final_loss(history, steps, fraction=0.1):
     return sum(n * loss for n, loss in spans) / sum(n for n, _ in spans) if spans else math.nan
 
 def trained(preset, fast=False, **overrides):
-    """train.py's `preset` network with `overrides`: loaded if its checkpoint is done and of this config, else
-    trained or resumed (fast runs: checkpoints/fast/). model.run: path, steps, history, gap, final_loss."""
+    """`preset` with `overrides`, from its checkpoint if done and of this config, else trained or resumed."""
     path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]   # named by the overrides
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
     budget = {**FAST, **FAST_OVERRIDES.get(preset, {})} if fast else {}
@@ -108,9 +96,8 @@ def trained(preset, fast=False, **overrides):
         print(f"{path}: unfinished at step {ckpt['step']} of {cfg['steps']}; resuming it")
         train.train({**cfg, "resume": True})
     ckpt, model = load_checkpoint(path), load_model(path, prior=cfg["prior"])
-    gap, log = ckpt["summary"]["gap"], [tuple(entry) for entry in ckpt["history"]]
-    model.run = dict(path=path, steps=ckpt["step"], history=log, final_loss=final_loss(log, cfg["steps"]),
-                     gap={**gap, "per_context": {int(k): v for k, v in gap["per_context"].items()}})
+    model.run = dict(path=path, steps=ckpt["step"], history=ckpt["history"], gap=ckpt["summary"]["gap"],
+                     final_loss=final_loss(ckpt["history"], cfg["steps"]))
     return model
 
 def gap_text(g):            # as train.py's final evaluation measured it
@@ -125,7 +112,6 @@ GRID = torch.linspace(-1, 1, 201, dtype=torch.float64)    # the plotted x values
 Prompt = namedtuple("Prompt", "label x y")                 # noise-free points; the label names it
 # means on GRID; log_evidence is log p(y | x), the paper prints p(D) = (1/2)^n p(y | x) (x's density too)
 Fit = namedtuple("Fit", "prompt exact nets log_evidence paper_likelihood family_mass")
-
 def prompt(label, f, n=10):
     return Prompt(label, x := torch.linspace(-1, 1, n, dtype=torch.float64), f(x).double())
 def sloped_sine(slope):        # E1's unseen composition: the sine family's sine plus a line's slope
@@ -162,13 +148,13 @@ def draw_fit(ax, fit):
 
 def share_y(axes, ylim=None, yticks=None):
     """One y axis for a row of panels, drawn on the first only (the paper's look); by default the data's."""
-    lo, hi = ylim or (min(ax.dataLim.y0 for ax in axes), max(ax.dataLim.y1 for ax in axes))
     for ax in axes[1:]:
         ax.sharey(axes[0])
         ax.spines["left"].set_visible(False)
         ax.tick_params(left=False, labelleft=False)
-    pad = 0 if ylim else (hi - lo) / 20
-    axes[0].set(ylim=(lo - pad, hi + pad), **({"yticks": yticks} if yticks else {}))
+    if ylim:
+        axes[0].set(ylim=ylim, yticks=yticks)
+    axes[0].autoscale_view(scalex=False)     # the whole row's data, 5% margins; no-op under a set ylim
 # --- E1–E4a as data, drawn by panel_figure: the paper's first half shows one picture again and again, a
 # network drawing the exact posterior's mean, also on prompts no task of its prior produces ("generalization")
 def e1c_networks(fast):
@@ -177,12 +163,10 @@ def e1c_networks(fast):
     budget = FAST_BUDGET_NET if fast else dict(final_eval_datasets=64)    # the others: a quicker evaluation
     return [(f"{n:,} steps", {"steps": n, **budget} if fast or n != own else {})
             for n in ([10 * 2**i for i in range(8)] if fast else [50 * 2**i for i in range(7)] + [own])]
-
 def jump_text(fit):         # E3: largest abs(NN - exact) outside and inside the points around the jump
     x, d, i = fit.prompt.x, (fit.nets[0] - fit.exact).abs(), fit.prompt.y.diff().abs().argmax()
     inside = (GRID > x[i]) & (GRID < x[i + 1])
     return f"{fit.prompt.label}: {d[~inside].max():.3f}, ({x[i]:.2f}, {x[i + 1]:.2f}): {d[inside].max():.3f}"
-
 SLOPES = (0.21, 0.22, 0.23, 0.24, 0.25, 0.26, 0.27, 0.28)
 Y4 = dict(ylim=(-0.4, 0.4), yticks=[-0.4, -0.2, 0, 0.2, 0.4])
 LIKELY = ("Predictions on likely data", "Predictions on likely data", "Generalization")
@@ -237,7 +221,7 @@ PANELS = {
 
 def panel_figure(name, fast):
     """Draw PANELS[name]: prior samples (if any), then a panel per prompt, four panels a row."""
-    s, share = PANELS[name], PANELS[name].get("share", True)
+    s = PANELS[name]
     labels, overrides = zip(*s["nets"](fast)) if "nets" in s else (["NN"], [{}])
     models = [trained(s["preset"], fast, **o) for o in overrides]
     on = [[i] for i in range(len(models))] if s.get("paired") else [range(len(models))] * len(s["prompts"])
@@ -247,8 +231,7 @@ def panel_figure(name, fast):
     fig, axes = plt.subplots(rows, 4, figsize=(10, s.get("height", 2.9 if rows == 1 else 5.0)),
                              layout="constrained")
     axes, g = list(axes.flat), torch.Generator().manual_seed(0)
-    for i, color in zip(range(n_samples), SAMPLE_COLORS):   # the families in turn: what the prior mixes
-        family = prior.families[i % len(prior.families)]
+    for color, family in zip(SAMPLE_COLORS[:n_samples], itertools.cycle(prior.families)):   # what it mixes
         x, y = Prior(prior.name, [family], prior.noise_std).sample(1, 50, generator=g)
         axes[0].plot(x[0], y[0], "o", color=color, ms=4)
         axes[0].set(title="Prior Samples", xlim=(-1.05, 1.05), xticks=[-1, 0, 1])
@@ -260,10 +243,9 @@ def panel_figure(name, fast):
         run, title = models[nets[0]].run, s["titles"] if isinstance(s["titles"], str) else s["titles"][i]
         ax.set_title(title.format(n=len(fit.prompt.x), pD=fit.paper_likelihood, steps=run["steps"],
                                   loss=run["final_loss"]), fontsize=s.get("title_size"))
-        if not share:
-            ax.set(ylim=s["ylim"], yticks=s["yticks"])
-        elif i % 4 == 3 or i == len(fits) - 1:
-            share_y(axes[i - i % 4:i + 1], s.get("ylim"), s.get("yticks"))
+    per_row = 4 if s.get("share", True) else 1        # share=False: each panel its own y axis
+    for i in range(0, len(fits), per_row):
+        share_y(axes[i:i + per_row], s.get("ylim"), s.get("yticks"))
     nets = line(NETWORK) if n == 1 else tuple(line(c, lw=1.5) for c in SEED_COLORS[:n])
     legend_below(fig, [("Prior Samples", tuple(dot(c) for c in SAMPLE_COLORS[:n_samples]))] * bool(n_samples)
                  + [("In-Context Examples", dot("black")), ("Posterior Ground Truth", line(EXACT)),
@@ -274,8 +256,7 @@ def panel_figure(name, fast):
 # --- E4: the box is the 50/50 mix of two latents of steps_updown, but Bayes weighs latents one at a time and
 # each alone misses half the points: a representation that could express the data is not enough.
 def box_optimal_latents(h):
-    """The two grid latents of steps_updown whose 50/50 mix is the box of height h exactly: up by 2h at
-    -0.5 from -h, down by 2h at 0.5 from h. ValueError if they are not on the prior's grid."""
+    """The up- and down-step latents whose 50/50 mix is the box of height h; ValueError if off the grid."""
     fam, latents = PRIORS["steps_updown"].families[0], []
     for want in (dict(x_off=-0.5, y_off=-h, amp=2 * h), dict(x_off=0.5, y_off=h, amp=-2 * h)):
         latents.append({k: fam.grid[k][(fam.grid[k] - v).abs().argmin()] for k, v in want.items()})
@@ -313,27 +294,26 @@ def steps_up_down(fast):
             (c, f"{(f - p.y).abs().max():.1e}", f"{Normal(f, NOISE_STD).log_prob(p.y).sum():.2f}")
             for c, f in cands]),
         fit_table([(fit, 0, "NN")]), network_table(["NN"], [model])])
-# --- Beyond the paper: ppd_bands. Matching the posterior's mean, a network may still be over- or under-
-# confident. Exact quantiles: bisected to 1e-4 (plenty for a plot), on latents within e^-20 of the top one.
-BAND_LEVELS, BAND_PRUNE = (0.05, 0.25, 0.75, 0.95), 20.0
+# --- Beyond the paper, ppd_bands: a network matching the posterior's mean may still be over/underconfident
+BAND_LEVELS, BAND_PRUNE = (0.05, 0.25, 0.75, 0.95), 20.0    # exact: on latents within e^-20 of the top one
 BAND_PROMPTS = [("E1: sloped sine", "sines_lines", E1_SLOPED, 101),         # (title, preset, prompt, queries)
                 ("E2: unseen frequency", "sines_phase", PANELS["sins"]["prompts"][2], 101),
                 ("E3: a line", "steps", PANELS["steps"]["prompts"][2], 101),
                 ("E4: the box", "steps_updown", box(0.2), 41)]   # fewer: the largest prior's cdf is slow
-
-def bands(ax, xq, x, y, exact, net):
-    """Exact (filled) and network (dashed 50%, dotted 90%) intervals, means, context; -> both quantiles."""
+def bands(ax, model, x, y, xq):
+    """Exact (filled) and network (dashed 50%, dotted 90%) PPDs on xq given (x, y) -> both, both quantiles."""
+    exact = get_prior(model.prior).predict(x, y, xq, prune=BAND_PRUNE)
+    net = model.predict(x.float(), y.float(), xq.float())
     levels = torch.tensor(BAND_LEVELS, dtype=torch.float64)[:, None]
-    eq, nq = exact.quantile(levels, tol=1e-4), net.quantile(levels.float()).double()
-    ax.fill_between(xq, eq[0], eq[3], color=EXACT, alpha=0.15, lw=0)
-    ax.fill_between(xq, eq[1], eq[2], color=EXACT, alpha=0.3, lw=0)
-    ax.plot(xq, nq[[0, 3]].T, color=NETWORK, ls=":", lw=1.1)
-    ax.plot(xq, nq[[1, 2]].T, color=NETWORK, ls="--", lw=1.1)
+    eq, nq = exact.quantile(levels, tol=1e-4), net.quantile(levels.float()).double()   # 1e-4: plenty to plot
+    for lo, hi, alpha, ls in ((0, 3, 0.15, ":"), (1, 2, 0.3, "--")):   # the 90% interval, then the 50%
+        ax.fill_between(xq, eq[lo], eq[hi], color=EXACT, alpha=alpha, lw=0)
+        ax.plot(xq, nq[[lo, hi]].T, color=NETWORK, ls=ls, lw=1.1)
     ax.plot(xq, exact.mean, color=EXACT, lw=1.8)
     ax.plot(xq, net.mean.double(), color=NETWORK, lw=1.8)
     ax.plot(x, y, "o", color="black", ms=4, zorder=4)
     ax.set_xlim(-1.05, 1.05)
-    return eq, nq
+    return exact, net, eq, nq
 
 def ppd_bands(fast):
     """Beyond the paper: 50% and 90% intervals, exact and network, on E1–E4's generalization prompts."""
@@ -341,13 +321,11 @@ def ppd_bands(fast):
     for ax, (title, preset, p, n_query) in zip(axes, BAND_PROMPTS):
         model, start = trained(preset, fast), time.perf_counter()
         xq = torch.linspace(-1, 1, (n_query + 1) // 4 + 1 if fast else n_query, dtype=torch.float64)
-        exact = get_prior(model.prior).predict(p.x, p.y, xq, prune=BAND_PRUNE)
-        eq, nq = bands(ax, xq, p.x, p.y, exact, model.predict(p.x.float(), p.y.float(), xq.float()))
+        exact, _, eq, nq = bands(ax, model, p.x, p.y, xq)
         ax.set(title=title, xticks=[-1, 0, 1])
-        width = [f"{(q[j] - q[i]).mean():.3f}" for i, j in ((1, 2), (0, 3)) for q in (eq, nq)]
+        widths = [" / ".join(f"{(q[j] - q[i]).mean():.3f}" for q in (eq, nq)) for i, j in ((1, 2), (0, 3))]
         rows.append((title, p.label, len(xq), *(f"{(nq[i] - eq[i]).abs().max():.3f}" for i in range(4)),
-                     " / ".join(width[:2]), " / ".join(width[2:]),
-                     f"{1 - sum(part[2].exp().sum().item() for part in exact.parts[0]):.1e}",
+                     *widths, f"{1 - sum(part[2].exp().sum().item() for part in exact.parts[0]):.1e}",
                      f"{time.perf_counter() - start:.1f}"))
     patch = tuple(plt.Rectangle((0, 0), 1, 1, color=EXACT, alpha=a, lw=0) for a in (0.45, 0.15))
     legend_below(fig, [("In-Context Examples", dot("black")), ("Posterior Ground Truth (mean)", line(EXACT)),
@@ -410,7 +388,6 @@ def tiny_mlps(seeds):
     nets = [tiny_mlp_net(s) for s in seeds]
     return torch.func.stack_module_state(nets)[0], torch.vmap(
         lambda params, x: torch.func.functional_call(nets[0], params, (x[:, None],)))
-
 def tiny_mlp_batch(noise_std, n_nets, batch_size):
     """A batch per network from torch's random stream: x, y, weights summing to 1, (S, n) each. Without noise
     x = y is 0 or 1: two points weighted by their counts give all B points' mean loss and gradient exactly."""
@@ -431,8 +408,7 @@ def train_tiny_mlps(noise_std, seeds, steps, batch_size=1024, lr=1e-3, data_seed
         torch.manual_seed(data_seed)
         for _ in tqdm(range(steps), f"tiny_mlp, noise {noise_std}", leave=False, disable=not progress):
             x, y, w = tiny_mlp_batch(noise_std, len(seeds), batch_size)
-            logits = forward(params, x).flatten(0, 1)
-            ce = torch.nn.functional.cross_entropy(logits, y.flatten(), reduction="none")
+            ce = nn.functional.cross_entropy(forward(params, x).flatten(0, 1), y.flatten(), reduction="none")
             loss = (w * ce.view_as(w)).sum(1)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
@@ -449,8 +425,7 @@ def tiny_mlp(fast):
     figs, rows = {"tiny_mlp_point_0.5": fig_half}, []
     for level, noise in enumerate((0.0, 0.1)):
         params, forward, loss = train_tiny_mlps(noise, seeds, steps, batch_size, data_seed=1000 + level)
-        with torch.no_grad():
-            probs = forward(params, grid.float().expand(len(seeds), -1)).softmax(-1)[..., 1].double()
+        probs = forward(params, grid.float().expand(len(seeds), -1)).softmax(-1)[..., 1].detach().double()
         exact = tiny_mlp_posterior(grid, noise)                       # NaN where undefined
         ok = ~exact.isnan()
         near = ok & ((grid.abs() <= 3 * noise) | ((grid - 1).abs() <= 3 * noise))   # within 3 std of the data
@@ -539,12 +514,9 @@ def plot_prompt(model, x, y, path, title=None, n_query=101):
     x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     if x.dim() != 1:
         raise ValueError(f"plot_prompt draws one context: x and y of shape (k,), not {tuple(x.shape)}")
-    xq = torch.linspace(-1, 1, n_query, dtype=torch.float64)
-    exact = PRIORS[model.prior].predict(x, y, xq, prune=BAND_PRUNE)
-    net = model.predict(x.float(), y.float(), xq.float())
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.5, 3.4), layout="constrained")
-        bands(ax, xq, x, y, exact, net)
+        exact, net, _, _ = bands(ax, model, x, y, torch.linspace(-1, 1, n_query, dtype=torch.float64))
         ax.set_title(title or f"prior {model.prior}, {len(x)} context points")
         legend_below(fig, [("context", dot("black")), ("exact PPD (50%, 90%)", line(EXACT)),
                            ("network", line(NETWORK))])
@@ -552,8 +524,7 @@ def plot_prompt(model, x, y, path, title=None, n_query=101):
         fig.savefig(path)
         plt.close(fig)
     return (net.mean.double() - exact.mean).abs().max().item()
-# --- Command line ----------------------------------------------------------------------------------------
-# every figure, in the paper's order: name -> make(fast) -> ({file stem: matplotlib figure}, its tables)
+# --- Command line; every figure in the paper's order: name -> make(fast) -> ({file stem: figure}, tables) ---
 FIGURES = {name: make or functools.partial(panel_figure, name) for name, make in [
     ("sines_and_lines", None), ("bad_priors_become_worse_with_more_conditioning", None),
     ("sines_and_lines_slope_abl", None), ("sines_and_lines_epoch_abl", None), ("sins", None), ("steps", None),
@@ -562,7 +533,6 @@ FIGURES = {name: make or functools.partial(panel_figure, name) for name, make in
     ("tiny_mlp", tiny_mlp), ("coin_flip", coin_flip), ("gp_step", gp_step)]}
 for name in PANELS:
     FIGURES[name].__doc__ = PANELS[name]["doc"]
-
 def main(argv=None):
     parser = train._Parser(prog="figures.py", description="The paper's figures, PNG and PDF.")
     parser.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all; see --list)")

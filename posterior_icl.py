@@ -13,14 +13,14 @@ Learning Generalizations". The sections follow the story:
 
 Shapes: B datasets, N points per dataset, k context points, Q query points, L latents.
 """
-import math
-import os
+import math, os
 from collections import namedtuple
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.distributions import Bernoulli
 from torch.special import ndtr, ndtri
 
 NOISE_STD = 0.1  # y = f(x) + N(0, 0.1²) for every regression prior of the paper
@@ -295,7 +295,7 @@ class CoinPrior:
     def predict(self, x_ctx, y_ctx, x_query):
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         p1 = (self._log_joint(y_ctx).softmax(-1) @ self.ps)[:, None].expand(x_query.shape)   # (B, Q)
-        return BernoulliPredictive(p1 if batched else p1[0])
+        return Bernoulli(probs=p1 if batched else p1[0])     # torch's own: mean, log_prob
 
 
 # The paper's priors. Each family's f takes a dict of parameters and x, broadcasting.
@@ -391,19 +391,6 @@ class MixturePredictive(Predictive):
             below = self.cdf(mid) < q
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return (lo + hi) / 2
-
-class BernoulliPredictive:
-    """y in {0, 1} with P(y = 1) = p: the exact coin posterior and the network's coin head alike. Its whole
-    distribution is p, so it has a mean and a log_prob, and no cdf or quantiles to plot."""
-
-    def __init__(self, p):
-        self.p = self.mean = p
-
-    def log_prob(self, y):
-        y = torch.as_tensor(y, dtype=self.p.dtype)
-        if not ((y == 0) | (y == 1)).all():
-            raise ValueError("a Bernoulli predictive takes y in {0, 1}")
-        return torch.where(y == 1, self.p, 1 - self.p).log()
 
 # === 3. The bar distribution: how a network outputs a whole predictive distribution over y ==================
 def bucket_borders(prior, n_buckets=1000, n_datasets=10_000, n_points=10, seed=0):
@@ -524,13 +511,13 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,
-                 count_feature=False, x_freq=0.0):
+                 count_feature=False, x_freq=0.0, decoder_mult=1):
         super().__init__()
         if d_model % head_size:
             raise ValueError(f"d_model ({d_model}) must be a multiple of head_size ({head_size})")
         self.prior = prior
         self.config = dict(d_model=d_model, n_layers=n_layers, head_size=head_size, pre_norm=pre_norm,
-                           count_feature=count_feature, x_freq=float(x_freq))
+                           count_feature=count_feature, x_freq=float(x_freq), decoder_mult=decoder_mult)
         regression = get_prior(prior).kind == "regression"
         if regression and borders is None:
             raise ValueError(f"prior {prior!r} is a regression prior: give bucket borders (bucket_borders)")
@@ -540,7 +527,8 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, head_size, pre_norm) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model) if pre_norm else nn.Identity()
         n_out = len(self.borders) - 1 if regression else 2
-        self.decoder = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, n_out))
+        hidden = decoder_mult * d_model          # the paper: 4; sines_lines learns as well with 1, faster
+        self.decoder = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, n_out))
 
     def x_features(self, x):
         """(B, n) -> (B, n, 1), or with x_freq = w (B, n, 3): [x, sin(wπx), cos(wπx)]."""
@@ -562,7 +550,7 @@ class Transformer(nn.Module):
         """Logits -> the predictive distribution, with the exact posterior's interface."""
         if len(self.borders):
             return BarPredictive(self.borders.to(logits.device), logits.float())
-        return BernoulliPredictive((logits[..., 1] - logits[..., 0]).sigmoid())
+        return Bernoulli(logits=logits[..., 1] - logits[..., 0])
 
     def nll(self, logits, y):
         """The training loss: mean negative log-likelihood of the query labels y (B, Q)."""
@@ -611,8 +599,7 @@ def save_model(model, path, **extra):
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
 def load_checkpoint(path, prior=None):
-    """The checkpoint dict (weights_only: no code is unpickled); a ValueError if it is not ours or not of
-    `prior`."""
+    """The checkpoint (weights_only: no code is unpickled); a ValueError if not ours, or not `prior`'s."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:                    # missing, truncated, or not a torch file at all

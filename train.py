@@ -7,13 +7,7 @@
 
 Fresh datasets every step leave nothing to overfit: the only target is the posterior predictive.
 """
-import argparse
-import math
-import os
-import signal
-import sys
-import threading
-import time
+import argparse, math, os, signal, sys, threading, time
 
 import torch
 import torch.distributed as dist
@@ -24,71 +18,59 @@ from posterior_icl import gap_plan, get_prior, load_checkpoint, make_model, post
 
 # ---- Config: plain values, each a command-line flag -----------------------------------------------------
 CONFIG = dict(
-    prior="sines_lines",
-    steps=6500,            # optimizer steps
+    prior="sines_lines", steps=6500,
     batch_size=32,         # datasets per step (per process under torchrun)
     n_points=100,          # points per dataset; the context size k is uniform in 0 … n_points-1
-    short_fraction=0.0,    # curriculum: this fraction of the steps on datasets of short_points points, the
-    short_points=20,       #   next mid_fraction on mid_points, the rest on n_points: short contexts teach the
-    mid_fraction=0.0, mid_points=50,   # basics cheaply (the sines_lines preset: 60%, 25%, 15%)
+    short_fraction=0.0,    # curriculum: this fraction of the steps on datasets of short_points points (at
+    short_points=20,       #   most n_points), the next mid_fraction on mid_points, the rest on n_points:
+    mid_fraction=0.0, mid_points=50,   # short contexts teach the basics cheaply (sines_lines: 60%, 25%)
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3, beta2=0.95,  # AdamW's β₂: 0.95 (nanoGPT's) trained our networks better than torch's 0.999
     warmup=0.05,           # fraction of the steps with a linear warm-up, then cosine to 0
-    weight_decay=0.0, grad_clip=1.0,
-    d_model=96, n_layers=4, head_size=32,
+    weight_decay=0.0, grad_clip=1.0, d_model=96, n_layers=4, head_size=32,
+    decoder_mult=1,        # the decoder's hidden layer: this many times d_model (the paper: 4)
     pre_norm=False,        # post-norm, as in the paper: it trained the small networks better
     count_feature=False,   # E5: give every token log(1 + context size), so the network can count
     x_freq=0.0,            # w > 0 also embeds sin(wπx), cos(wπx): the sines' own frequency, 3, in E1 and E2
     n_buckets=1000, seed=0,
-    device="auto",         # auto: CUDA when present, else the CPU
-    threads=0,             # torch threads on the CPU; 0: torch's default
+    device="auto", threads=0,          # auto: CUDA when present, else the CPU; threads 0: torch's default
     eval_every=0, eval_datasets=128,   # steps between evaluations of the gap (0: at the end only), datasets
     final_eval_datasets=256,  # every one at every context size where the exact posterior is cheap
     save_every=500,        # steps between checkpoints
     out="",                # checkpoint path; default checkpoints/<preset>[-<what differs>].pt
     resume=False, progress=True,
 )
-# What a key is allowed to be, as one table: (keys, test, what is allowed).
+# What a key is allowed to be, as one table: (keys, test, what is allowed); the parser checks the types.
 RULES = [
-    ("steps batch_size n_points short_points mid_points d_model n_layers head_size eval_datasets "
-     "final_eval_datasets",
-     lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    ("max_queries threads eval_every save_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ("n_buckets", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-    ("seed", lambda v: isinstance(v, int) and 0 <= v < 2**24, "an integer in [0, 2^24)"),   # see batch()
+    ("steps batch_size n_points short_points mid_points d_model n_layers head_size decoder_mult "
+     "eval_datasets final_eval_datasets", lambda v: v >= 1, "an integer >= 1"),
+    ("max_queries threads eval_every save_every", lambda v: v >= 0, "an integer >= 0"),
+    ("n_buckets", lambda v: v >= 2, "an integer >= 2"),
+    ("seed", lambda v: 0 <= v < 2**24, "an integer in [0, 2^24)"),   # see batch()
     ("weight_decay grad_clip x_freq", lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     ("lr", lambda v: 0 < v < math.inf, "a finite number > 0"),
     ("short_fraction mid_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     ("warmup beta2", lambda v: 0 <= v < 1, "a number in [0, 1)"),
 ]
 # Keys that say how a run is watched or where it is saved, not what it learns.
-RUNTIME = ("device", "threads", "eval_every", "eval_datasets", "final_eval_datasets", "save_every", "out",
-           "resume", "progress")
+RUNTIME = "device threads eval_every eval_datasets final_eval_datasets save_every out resume progress".split()
+SHAPE = "d_model n_layers head_size decoder_mult pre_norm count_feature x_freq n_buckets seed".split()
 LOG_EVERY = 50             # steps per logged loss: the training loop's only wait for the device
 
 # Presets: sized for each prior's figures and for a 2-core CPU. A preset sets the prior too.
 PRESETS = {
     "sines_lines": dict(prior="sines_lines", x_freq=3.0, steps=10000, short_fraction=0.6,
                         mid_fraction=0.25),                                  # E1, E1a (80-point prompts)
-    "sines_lines_long": dict(prior="sines_lines", x_freq=3.0, steps=25000, short_fraction=0.6,
-                             mid_fraction=0.25),                             # the same, longer
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
-                        beta2=0.999),                      # E2; with beta2 0.95 it stayed at the prior
-    "steps": dict(prior="steps", n_points=20, steps=6000),                       # E3 (10-point prompts)
+                        beta2=0.999, decoder_mult=4),      # E2; with beta2 0.95 it stayed at the prior
+    "steps": dict(prior="steps", n_points=20, steps=6000, decoder_mult=4),       # E3 (10-point prompts)
     "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000),         # E4 (20-point prompts)
     "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=64),                      # E5
-    "coins_counting": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=64,
-                           count_feature=True),                              # E5, able to count
     "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
-                       warmup=0.1),                                             # the paper's own size
+                       warmup=0.1, decoder_mult=4),                             # the paper's own size
 }
-
-def lr_at(step, cfg):
-    """Linear warm-up, then cosine decay to 0."""
-    warm = max(1, int(cfg["warmup"] * cfg["steps"]))
-    if step < warm:
-        return cfg["lr"] * (step + 1) / warm
-    return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg["steps"] - warm)))
+PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=25000)         # the same, longer
+PRESETS["coins_counting"] = dict(PRESETS["coins"], count_feature=True)          # E5, able to count
 
 # ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
@@ -98,18 +80,16 @@ class _Parser(argparse.ArgumentParser):
             message += "; known options: " + ", ".join(known)
         raise ValueError(message)
 
-def _bool(text):
-    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() in ("true", "1", "yes")
+def true_or_false(text):                # a bare --resume means true; --pre_norm false says it
+    return bool(["false", "true"].index(text.lower()))   # argparse: "invalid true_or_false value: ..."
 
 def parser():
     p = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                 allow_abbrev=False, argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=PRESETS, help="a preset (default: the prior's own, if it has one)")
-    for key, default in CONFIG.items():    # a bare --resume means true; --pre_norm false says it
-        kind = dict(type=_bool, nargs="?", const=True) if type(default) is bool else dict(type=type(default))
-        p.add_argument(f"--{key}", help=f"default {default!r}", **kind)
+    for key, default in CONFIG.items():
+        flag = dict(type=true_or_false, nargs="?", const=True) if type(default) is bool else {}
+        p.add_argument(f"--{key}", help=f"default {default!r}", **{"type": type(default), **flag})
     return p
 
 def mismatch(old, new):
@@ -118,58 +98,50 @@ def mismatch(old, new):
     return [k for k in every if k not in RUNTIME and old.get(k, every[k]) != new.get(k, every[k])]
 
 def resolve_config(argv=(), **overrides):
-    """The run's config, checked: a ValueError with one line that says what is allowed."""
-    given = {**vars(parser().parse_args(list(argv))), **overrides}
-    unknown = sorted(set(given) - set(CONFIG) - {"preset"})
-    if unknown:
-        raise ValueError(f"unknown config key {unknown[0]!r}; known keys: preset, {', '.join(CONFIG)}")
+    """The run's config from flags, then keyword overrides (parsed as flags too), checked: a ValueError with
+    one line that says what is allowed."""
+    given = vars(parser().parse_args([*argv, *(f"--{k}={v}" for k, v in overrides.items())]))  # alike
     name = given.pop("preset", None) or given.get("prior", CONFIG["prior"])   # else the prior's own preset
-    if "preset" in overrides and name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     base = {**CONFIG, **PRESETS.get(name, {"prior": name})}
     cfg = {**base, **given, "preset": name, "world_size": int(os.environ.get("WORLD_SIZE", 1))}   # torchrun's
     prior = get_prior(cfg["prior"])                     # an unknown prior lists the known ones
-    for keys, ok, allowed in RULES:
-        for key in keys.split():
-            if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or not ok(cfg[key]):
-                raise ValueError(f"{key} must be {allowed}; got {cfg[key]!r}")
-    for s in ("short", "mid"):
-        if cfg[f"{s}_fraction"] > 0 and cfg[f"{s}_points"] > cfg["n_points"]:
-            raise ValueError(f"{s}_points ({cfg[f'{s}_points']}) must be <= n_points ({cfg['n_points']}) "
-                             f"while {s}_fraction > 0; or pass --{s}_fraction 0")
+    bad = [(key, allowed) for keys, ok, allowed in RULES for key in keys.split() if not ok(cfg[key])]
+    for key, allowed in bad[:1]:
+        raise ValueError(f"{key} must be {allowed}; got {cfg[key]!r}")
     if cfg["short_fraction"] + cfg["mid_fraction"] > 1:
         raise ValueError(f"short_fraction + mid_fraction must be <= 1; got {cfg['short_fraction']} + "
                          f"{cfg['mid_fraction']}")
-    if cfg["device"] not in ("auto", "cpu") and not cfg["device"].startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N]; got {cfg['device']!r}")
-    if cfg["device"].startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {cfg['device']!r}: this torch sees no CUDA device; use --device cpu/auto")
+    cuda = cfg["device"].startswith("cuda") and torch.cuda.is_available()
+    if not (cfg["device"] in ("auto", "cpu") or cuda):
+        raise ValueError(f"device must be auto, cpu or cuda[:N] where torch sees CUDA; got {cfg['device']!r}")
     for key in ["final_eval_datasets"] + ["eval_datasets"] * bool(cfg["eval_every"]):
-        try:                                              # refused now, not after the training
-            gap_plan(prior, cfg[key], cfg["n_points"])
-        except ValueError as e:
-            raise ValueError(f"--{key} {cfg[key]} is too few: {e}") from None
-    differ = sorted(mismatch(base, cfg))
-    default = os.path.join("checkpoints", "-".join([name] + [f"{k}{cfg[k]}" for k in differ]) + ".pt")
+        gap_plan(prior, cfg[key], cfg["n_points"])        # too few datasets: refused now, not after training
+    differ = [f"{k}{cfg[k]}" for k in sorted(mismatch(base, cfg))]           # the file names what differs
+    default = os.path.join("checkpoints", "-".join([name] + differ) + ".pt")
     cfg["out"] = cfg["out"] or default
     if "out" not in given and not cfg["resume"] and os.path.exists(default):   # never over another run
-        old = load_checkpoint(default).get("train_config", {})
-        for k in mismatch(old, cfg)[:1]:
-            raise ValueError(f"{default} holds a run with {k}={old.get(k, CONFIG.get(k, 1))!r}, not "
-                             f"{cfg[k]!r}: pass --out to write over it or to choose another file")
+        refuse_other(load_checkpoint(default), cfg, "pass --out to write over it or to choose another file")
     return cfg
 
+def refuse_other(ckpt, cfg, advice):
+    """A ValueError naming the first key that shapes a run in which the checkpoint's run differs from cfg."""
+    old = ckpt.get("train_config", {})
+    for k in mismatch(old, cfg)[:1]:
+        raise ValueError(f"{cfg['out']} was trained with {k}={old.get(k, CONFIG.get(k, 1))!r}, "
+                         f"not {cfg[k]!r}: {advice}")
+
 # ---- Training ---------------------------------------------------------------------------------------------
-def build_model(cfg):
-    """The fresh network a resolved config describes (its prior's bucket borders, seeded)."""
-    shape = {k: cfg[k] for k in ("d_model", "n_layers", "head_size", "pre_norm", "count_feature", "x_freq")}
-    return make_model(cfg["prior"], n_buckets=cfg["n_buckets"], seed=cfg["seed"], **shape)
+def lr_at(step, cfg):
+    """Linear warm-up, then cosine decay to 0."""
+    warm = max(1, int(cfg["warmup"] * cfg["steps"]))
+    cosine = 0.5 * (1 + math.cos(math.pi * max(0, step - warm) / max(1, cfg["steps"] - warm)))  # 1 to warm
+    return cfg["lr"] * min((step + 1) / warm, cosine)
 
 def stages(cfg):
     """The curriculum as [(first step, points per dataset)]: short_points, then mid_points, then n_points."""
-    short, mid = cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"]    # of the steps
-    short, mid = math.ceil(short * cfg["steps"]), math.ceil(mid * cfg["steps"])       # their first steps
-    return [(0, cfg["short_points"]), (short, cfg["mid_points"]), (mid, cfg["n_points"])]
+    n, short, mid = cfg["n_points"], cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"]
+    return [(0, min(cfg["short_points"], n)), (math.ceil(short * cfg["steps"]), min(cfg["mid_points"], n)),
+            (math.ceil(mid * cfg["steps"]), n)]
 
 def batch(cfg, prior, step, rank=0):
     """Step `step`'s datasets x, y (B, n), context size k and query end, drawn from a generator seeded by
@@ -180,16 +152,20 @@ def batch(cfg, prior, step, rank=0):
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
 
-def train_step(model, opt, x, y, k, q_end, cfg, net=None, bf16=False):
-    """One optimizer step on datasets x, y (B, n): points :k the context, k:q_end the queries -> the loss."""
+def train_step(net, opt, cfg, prior, step, rank=0, device="cpu", bf16=False):
+    """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
+    x, y, k, q = batch(cfg, prior, step, rank)
+    x, y, model = x.to(device), y.to(device), getattr(net, "module", net)     # DDP wraps the model
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        logits = (model if net is None else net)(x[:, :k], y[:, :k], x[:, k:q_end])
-    loss = model.nll(logits.float(), y[:, k:q_end])
+        logits = net(x[:, :k], y[:, :k], x[:, k:q])
+    loss = model.nll(logits.float(), y[:, k:q])
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
     opt.step()
-    return loss.detach()
+    return loss.detach()                # not .item(), which would wait for the device every step
 
 def train(cfg=None, **overrides):
     """Train the network a config describes (or the defaults with overrides). Returns (model, summary)."""
@@ -201,24 +177,22 @@ def train(cfg=None, **overrides):
         torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+    torch.set_num_threads(cfg["threads"] or torch.get_num_threads())      # 0: torch's default
     rank0, prior = rank == 0, get_prior(cfg["prior"])     # rank 0 alone prints, evaluates and saves
+    say = print if rank0 else lambda *_: None
+    say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
     torch.manual_seed(cfg["seed"])
-    model = build_model(cfg).to(device)
+    model = make_model(cfg["prior"], **{k: cfg[k] for k in SHAPE}).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, cfg["beta2"]),
                             weight_decay=cfg["weight_decay"])
     start, history = 0, []
     if cfg["resume"]:
         ckpt = load_checkpoint(cfg["out"], prior=cfg["prior"])
-        for k in mismatch(ckpt.get("train_config", {}), cfg)[:1]:
-            raise ValueError(f"--resume: {cfg['out']} was trained with {k}={ckpt['train_config'].get(k)!r}, "
-                             f"not {cfg[k]!r}; a resumed run keeps the keys that shape its data and schedule")
+        refuse_other(ckpt, cfg, "a resumed run keeps the keys that shape its data and schedule")
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
-        start, history = ckpt["step"], [tuple(h) for h in ckpt["history"]]
-        if rank0:
-            print(f"resumed {cfg['out']} at step {start}")
+        start, history = ckpt["step"], ckpt["history"]
+        say(f"resumed {cfg['out']} at step {start}")
     # with an empty context the attention's weights get no gradient: DDP must not wait for them
     net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -227,19 +201,14 @@ def train(cfg=None, **overrides):
             save_model(model, cfg["out"], optimizer=opt.state_dict(), step=step, history=history,
                        train_config=cfg, **extra)
     evaluate = lambda n: posterior_gap(model, prior, n_datasets=n, n_points=cfg["n_points"], seed=12345)
-    t0, done, losses = time.time(), start, []
-    stop = []                # Ctrl-C only asks: the loop stops after a whole step, so none is saved half-done
-    signals = threading.current_thread() is threading.main_thread()   # the only thread that may handle them
+    t0, done, losses, stop = time.time(), start, [], []    # Ctrl-C only asks: stop after a whole step
+    signals = threading.current_thread() is threading.main_thread()   # the only one that may handle them
     ctrl_c = signal.signal(signal.SIGINT, lambda *_: stop.append(1)) if signals else None
     try:
         with tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
                   disable=not (rank0 and cfg["progress"]), dynamic_ncols=True, unit="step") as bar:
             for step in bar:
-                x, y, k, q_end = batch(cfg, prior, step, rank)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, cfg)
-                # the loss stays a tensor: .item() would wait for the device every step
-                losses.append(train_step(model, opt, x.to(device), y.to(device), k, q_end, cfg, net, bf16))
+                losses.append(train_step(net, opt, cfg, prior, step, rank, device, bf16))
                 done = step + 1
                 if done % LOG_EVERY == 0 or done == cfg["steps"]:
                     history.append((done, torch.stack(losses).mean().item()))   # the mean since the last
@@ -254,40 +223,32 @@ def train(cfg=None, **overrides):
                     raise KeyboardInterrupt
     except KeyboardInterrupt:          # nothing trained is lost: save the last completed step
         save(done)
-        if rank0:
-            print(f"\ninterrupted at step {done}; saved {cfg['out']} (continue with --resume)")
+        say(f"\ninterrupted at step {done}; saved {cfg['out']} (continue with --resume)")
         raise SystemExit(130)
     finally:
         if signals:
             signal.signal(signal.SIGINT, ctrl_c)
     seconds = time.time() - t0
-    summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / seconds,
-                   final_loss=history[-1][1] if history else math.nan, checkpoint=cfg["out"])
+    s = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / seconds,
+             final_loss=history[-1][1] if history else math.nan, checkpoint=cfg["out"])
     if rank0:
-        summary["gap"] = evaluate(cfg["final_eval_datasets"])
-    save(cfg["steps"], summary=summary)
+        g = s["gap"] = evaluate(cfg["final_eval_datasets"])
+        bins = ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items())
+        print(f"trained {cfg['preset']}: {cfg['steps']} steps in {seconds:.0f} s ({s['steps_per_s']:.1f} "
+              f"steps/s), final training loss {s['final_loss']:.3f}\nposterior gap (NLL_network - NLL_exact, "
+              f"nats per query, ± 1 standard error, {g['n_datasets']} datasets): {g['gap']:.4f} ± "
+              f"{g['se']:.4f}\n  of which the output head {g['head']:.4f} ± {g['head_se']:.4f}; by context "
+              f"size: {bins}\ncheckpoint: {cfg['out']}")
+    save(cfg["steps"], summary=s)
     if world > 1:
         dist.destroy_process_group()
-    return model, summary
+    return model, s
 
 def main(argv):
-    rank0 = int(os.environ.get("RANK", 0)) == 0
     try:
-        cfg = resolve_config(argv)
-        if rank0:
-            print("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
-        _, s = train(cfg)
+        train(resolve_config(argv))
     except ValueError as e:            # a mistake in the config, or a checkpoint that does not fit
         raise SystemExit(f"train.py: {e}")
-    if rank0:
-        g = s["gap"]
-        print(f"trained {cfg['prior']} ({cfg['preset']} preset): {s['steps']} steps in {s['seconds']:.0f} s "
-              f"({s['steps_per_s']:.1f} steps/s), final training loss {s['final_loss']:.3f}")
-        print(f"posterior gap (NLL_network - NLL_exact, nats per query, ± 1 standard error; "
-              f"{g['n_datasets']} datasets, seed {g['seed']}): {g['gap']:.4f} ± {g['se']:.4f}")
-        bins = ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items())
-        print(f"  of which the output head {g['head']:.4f} ± {g['head_se']:.4f}; by context size: {bins}")
-        print(f"checkpoint: {s['checkpoint']}")
 
 if __name__ == "__main__":
     main(sys.argv[1:])
