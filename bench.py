@@ -33,7 +33,7 @@ def steps(presets, threads, n=30):
     for preset in presets:
         cfg = train.resolve_config([], preset=preset, out="unused")
         prior, model = get_prior(cfg["prior"]), make_model(cfg["prior"], **{k: cfg[k] for k in train.SHAPE})
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(model.parameters())          # train_step sets its learning rate
         def run(start):
             for s in range(start, start + n):
                 train.train_step(model, opt, cfg, prior, s)

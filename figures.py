@@ -1,5 +1,6 @@
-"""figures.py [NAME ...]: the paper's figures, PNG and PDF, in --out (default figures/), their numbers in
-<out>/summary.md, a section each. --fast: tiny budgets, stamped "fast run"; --docs: README's four in docs/."""
+"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N]: the paper's figures, PNG and
+PDF, in --out (default figures/), their numbers in <out>/summary.md, a section each. --fast: tiny budgets,
+stamped "fast run"; --docs: also the README's four, small, in docs/."""
 import functools, itertools, math, os, pathlib, sys, time
 from collections import namedtuple
 
@@ -65,7 +66,7 @@ def render(name, out="figures", fast=False, docs=False):
     atomic_write(summary, lambda file: file.write(text.encode("utf-8")))
     return paths, seconds
 # --- Networks: one way to get one, trained or resumed through train.py unless its checkpoint is done -----
-# steps, steps_updown (10^5 latents) evaluate one context size per dataset; posterior_gap needs 2 per size
+# steps, steps_updown (over 10^5 latents) evaluate one context size per dataset, two per size: 2·n_points
 FAST = dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0)
 FAST_OVERRIDES = {"steps": dict(final_eval_datasets=40), "steps_updown": dict(final_eval_datasets=60)}
 FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0,  # a fast run's

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.distributions import Bernoulli
 from torch.special import ndtr, ndtri
 
 NOISE_STD = 0.1  # y = f(x) + N(0, 0.1²) for every regression prior of the paper
@@ -295,7 +294,7 @@ class CoinPrior:
     def predict(self, x_ctx, y_ctx, x_query):
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         p1 = (self._log_joint(y_ctx).softmax(-1) @ self.ps)[:, None].expand(x_query.shape)   # (B, Q)
-        return Bernoulli(probs=p1 if batched else p1[0])     # torch's own: mean, log_prob
+        return BernoulliPredictive(p1 if batched else p1[0])
 
 
 # The paper's priors. Each family's f takes a dict of parameters and x, broadcasting.
@@ -391,6 +390,19 @@ class MixturePredictive(Predictive):
             below = self.cdf(mid) < q
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return (lo + hi) / 2
+
+class BernoulliPredictive:
+    """y in {0, 1} with P(y = 1) = p: the exact coin posterior and the network's coin head alike. Its whole
+    distribution is p, so it has a mean and a log_prob, and no cdf or quantiles to plot."""
+
+    def __init__(self, p):
+        self.p = self.mean = p
+
+    def log_prob(self, y):
+        y = torch.as_tensor(y, dtype=self.p.dtype)
+        if not ((y == 0) | (y == 1)).all():
+            raise ValueError("a Bernoulli predictive takes y in {0, 1}")
+        return torch.where(y == 1, self.p, 1 - self.p).log()
 
 # === 3. The bar distribution: how a network outputs a whole predictive distribution over y ==================
 def bucket_borders(prior, n_buckets=1000, n_datasets=10_000, n_points=10, seed=0):
@@ -550,7 +562,7 @@ class Transformer(nn.Module):
         """Logits -> the predictive distribution, with the exact posterior's interface."""
         if len(self.borders):
             return BarPredictive(self.borders.to(logits.device), logits.float())
-        return Bernoulli(logits=logits[..., 1] - logits[..., 0])
+        return BernoulliPredictive((logits[..., 1] - logits[..., 0]).sigmoid())
 
     def nll(self, logits, y):
         """The training loss: mean negative log-likelihood of the query labels y (B, Q)."""
@@ -605,7 +617,7 @@ def load_checkpoint(path, prior=None):
     except Exception as e:                    # missing, truncated, or not a torch file at all
         raise ValueError(f"{str(path)!r} is not a readable posterior-icl checkpoint ({type(e).__name__})") \
             from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:   # /1: the d -> 4d decoder, β₂ 0.999
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:   # /1: its decoder fixed at d -> 4d
         raise ValueError(f"{str(path)!r} is not a {FORMAT} checkpoint (an earlier version's? retrain it)")
     if prior is not None and ckpt["prior"] != prior:
         raise ValueError(f"{str(path)!r} holds a network for prior {ckpt['prior']!r}, not {prior!r}")

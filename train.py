@@ -21,9 +21,9 @@ CONFIG = dict(
     prior="sines_lines", steps=6500,
     batch_size=32,         # datasets per step (per process under torchrun)
     n_points=100,          # points per dataset; the context size k is uniform in 0 … n_points-1
-    short_fraction=0.0,    # curriculum: this fraction of the steps on datasets of short_points points (at
-    short_points=20,       #   most n_points), the next mid_fraction on mid_points, the rest on n_points:
-    mid_fraction=0.0, mid_points=50,   # short contexts teach the basics cheaply (sines_lines: 60%, 25%)
+    short_fraction=0.0,    # curriculum: this fraction of the steps on datasets of short_points points, the
+    short_points=20,       #   next mid_fraction on mid_points, the rest on n_points: short contexts teach the
+    mid_fraction=0.0, mid_points=50,   # basics cheaply (the sines_lines preset: 60%, 25%, 15%)
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3, beta2=0.95,  # AdamW's β₂: 0.95 (nanoGPT's) trained our networks better than torch's 0.999
     warmup=0.05,           # fraction of the steps with a linear warm-up, then cosine to 0
@@ -80,15 +80,17 @@ class _Parser(argparse.ArgumentParser):
             message += "; known options: " + ", ".join(known)
         raise ValueError(message)
 
-def true_or_false(text):                # a bare --resume means true; --pre_norm false says it
-    return bool(["false", "true"].index(text.lower()))   # argparse: "invalid true_or_false value: ..."
+def _bool(text):                        # a bare --resume means true; --pre_norm false says it
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
 
 def parser():
     p = _Parser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                 allow_abbrev=False, argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=PRESETS, help="a preset (default: the prior's own, if it has one)")
     for key, default in CONFIG.items():
-        flag = dict(type=true_or_false, nargs="?", const=True) if type(default) is bool else {}
+        flag = dict(type=_bool, nargs="?", const=True) if type(default) is bool else {}
         p.add_argument(f"--{key}", help=f"default {default!r}", **{"type": type(default), **flag})
     return p
 
@@ -100,14 +102,20 @@ def mismatch(old, new):
 def resolve_config(argv=(), **overrides):
     """The run's config from flags, then keyword overrides (parsed as flags too), checked: a ValueError with
     one line that says what is allowed."""
-    given = vars(parser().parse_args([*argv, *(f"--{k}={v}" for k, v in overrides.items())]))  # alike
+    flags = [f"--{k}={v}" for k, v in overrides.items() if v is not None]       # None: not given
+    given = vars(parser().parse_args([*argv, *flags]))
     name = given.pop("preset", None) or given.get("prior", CONFIG["prior"])   # else the prior's own preset
     base = {**CONFIG, **PRESETS.get(name, {"prior": name})}
     cfg = {**base, **given, "preset": name, "world_size": int(os.environ.get("WORLD_SIZE", 1))}   # torchrun's
     prior = get_prior(cfg["prior"])                     # an unknown prior lists the known ones
-    bad = [(key, allowed) for keys, ok, allowed in RULES for key in keys.split() if not ok(cfg[key])]
-    for key, allowed in bad[:1]:
-        raise ValueError(f"{key} must be {allowed}; got {cfg[key]!r}")
+    for keys, ok, allowed in RULES:
+        for key in keys.split():
+            if not ok(cfg[key]):
+                raise ValueError(f"{key} must be {allowed}; got {cfg[key]!r}")
+    for s in ("short", "mid"):
+        if cfg[f"{s}_fraction"] > 0 and cfg[f"{s}_points"] > cfg["n_points"]:
+            raise ValueError(f"{s}_points ({cfg[f'{s}_points']}) must be <= n_points ({cfg['n_points']}) "
+                             f"while {s}_fraction > 0; or pass --{s}_fraction 0")
     if cfg["short_fraction"] + cfg["mid_fraction"] > 1:
         raise ValueError(f"short_fraction + mid_fraction must be <= 1; got {cfg['short_fraction']} + "
                          f"{cfg['mid_fraction']}")
@@ -115,7 +123,10 @@ def resolve_config(argv=(), **overrides):
     if not (cfg["device"] in ("auto", "cpu") or cuda):
         raise ValueError(f"device must be auto, cpu or cuda[:N] where torch sees CUDA; got {cfg['device']!r}")
     for key in ["final_eval_datasets"] + ["eval_datasets"] * bool(cfg["eval_every"]):
-        gap_plan(prior, cfg[key], cfg["n_points"])        # too few datasets: refused now, not after training
+        try:                                              # refused now, not after the training
+            gap_plan(prior, cfg[key], cfg["n_points"])
+        except ValueError as e:
+            raise ValueError(f"--{key} {cfg[key]} is too few: {e}") from None
     differ = [f"{k}{cfg[k]}" for k in sorted(mismatch(base, cfg))]           # the file names what differs
     default = os.path.join("checkpoints", "-".join([name] + differ) + ".pt")
     cfg["out"] = cfg["out"] or default
@@ -134,14 +145,15 @@ def refuse_other(ckpt, cfg, advice):
 def lr_at(step, cfg):
     """Linear warm-up, then cosine decay to 0."""
     warm = max(1, int(cfg["warmup"] * cfg["steps"]))
-    cosine = 0.5 * (1 + math.cos(math.pi * max(0, step - warm) / max(1, cfg["steps"] - warm)))  # 1 to warm
-    return cfg["lr"] * min((step + 1) / warm, cosine)
+    if step < warm:
+        return cfg["lr"] * (step + 1) / warm
+    return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg["steps"] - warm)))
 
 def stages(cfg):
     """The curriculum as [(first step, points per dataset)]: short_points, then mid_points, then n_points."""
-    n, short, mid = cfg["n_points"], cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"]
-    return [(0, min(cfg["short_points"], n)), (math.ceil(short * cfg["steps"]), min(cfg["mid_points"], n)),
-            (math.ceil(mid * cfg["steps"]), n)]
+    short, mid = cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"]    # of the steps
+    short, mid = math.ceil(short * cfg["steps"]), math.ceil(mid * cfg["steps"])       # their first steps
+    return [(0, cfg["short_points"]), (short, cfg["mid_points"]), (mid, cfg["n_points"])]
 
 def batch(cfg, prior, step, rank=0):
     """Step `step`'s datasets x, y (B, n), context size k and query end, drawn from a generator seeded by
@@ -152,10 +164,11 @@ def batch(cfg, prior, step, rank=0):
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
 
-def train_step(net, opt, cfg, prior, step, rank=0, device="cpu", bf16=False):
+def train_step(net, opt, cfg, prior, step, rank=0, bf16=False):
     """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
-    x, y, k, q = batch(cfg, prior, step, rank)
-    x, y, model = x.to(device), y.to(device), getattr(net, "module", net)     # DDP wraps the model
+    model, (x, y, k, q) = getattr(net, "module", net), batch(cfg, prior, step, rank)   # DDP wraps the model
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, cfg)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -208,7 +221,7 @@ def train(cfg=None, **overrides):
         with tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
                   disable=not (rank0 and cfg["progress"]), dynamic_ncols=True, unit="step") as bar:
             for step in bar:
-                losses.append(train_step(net, opt, cfg, prior, step, rank, device, bf16))
+                losses.append(train_step(net, opt, cfg, prior, step, rank, bf16))
                 done = step + 1
                 if done % LOG_EVERY == 0 or done == cfg["steps"]:
                     history.append((done, torch.stack(losses).mean().item()))   # the mean since the last
@@ -229,20 +242,21 @@ def train(cfg=None, **overrides):
         if signals:
             signal.signal(signal.SIGINT, ctrl_c)
     seconds = time.time() - t0
-    s = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=(cfg["steps"] - start) / seconds,
-             final_loss=history[-1][1] if history else math.nan, checkpoint=cfg["out"])
+    speed, loss = (cfg["steps"] - start) / seconds, history[-1][1] if history else math.nan
+    summary = dict(steps=cfg["steps"], seconds=seconds, steps_per_s=speed, final_loss=loss,
+                   checkpoint=cfg["out"])
     if rank0:
-        g = s["gap"] = evaluate(cfg["final_eval_datasets"])
+        g = summary["gap"] = evaluate(cfg["final_eval_datasets"])
         bins = ", ".join(f"{k}: {m:.4f} ± {e:.4f}" for k, (m, e) in g["bins"].items())
-        print(f"trained {cfg['preset']}: {cfg['steps']} steps in {seconds:.0f} s ({s['steps_per_s']:.1f} "
-              f"steps/s), final training loss {s['final_loss']:.3f}\nposterior gap (NLL_network - NLL_exact, "
+        print(f"trained {cfg['preset']}: {cfg['steps']} steps in {seconds:.0f} s ({speed:.1f} "
+              f"steps/s), final training loss {loss:.3f}\nposterior gap (NLL_network - NLL_exact, "
               f"nats per query, ± 1 standard error, {g['n_datasets']} datasets): {g['gap']:.4f} ± "
               f"{g['se']:.4f}\n  of which the output head {g['head']:.4f} ± {g['head_se']:.4f}; by context "
               f"size: {bins}\ncheckpoint: {cfg['out']}")
-    save(cfg["steps"], summary=s)
+    save(cfg["steps"], summary=summary)
     if world > 1:
         dist.destroy_process_group()
-    return model, s
+    return model, summary
 
 def main(argv):
     try:
