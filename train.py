@@ -255,6 +255,7 @@ def train(cfg=None, **overrides):
               f"size: {bins}\ncheckpoint: {cfg['out']}")
     save(cfg["steps"], summary=summary)
     if world > 1:
+        dist.barrier()                  # the others wait for rank 0's evaluation: gloo must not close early
         dist.destroy_process_group()
     return model, summary
 
