@@ -154,7 +154,7 @@ def share_y(axes, ylim=None, yticks=None):
         ax.spines["left"].set_visible(False)
         ax.tick_params(left=False, labelleft=False)
     if ylim:
-        axes[0].set(ylim=ylim, yticks=yticks)
+        axes[0].set(ylim=ylim, **({"yticks": yticks} if yticks else {}))
     axes[0].autoscale_view(scalex=False)     # the whole row's data, 5% margins; no-op under a set ylim
 # --- E1–E4a as data, drawn by panel_figure: the paper's first half shows one picture again and again, a
 # network drawing the exact posterior's mean, also on prompts no task of its prior produces ("generalization")

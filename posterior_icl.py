@@ -259,7 +259,7 @@ def brute_force(prior, x, y, xq, yq):
     log_ev = log_w.logsumexp(0)
     log_w = log_w - log_ev
     ppd = [[(log_w.exp() * mu).sum(), (log_w + log_normal(yj, mu)).logsumexp(0),   # a query at a time
-            (log_w.exp() * ndtr((yj - mu) / prior.noise_std)).sum()] 
+            (log_w.exp() * ndtr((yj - mu) / prior.noise_std)).sum()]
            for xj, yj in zip(xq, yq) for mu in [f_at(xj)]]
     return (log_w, log_ev, *torch.tensor(ppd, dtype=torch.float64).reshape(-1, 3).T)
 

@@ -781,7 +781,6 @@ def test_the_curriculum_has_three_stages(tmp_path, monkeypatch):
     assert {train.batch(cfg, PRIORS["steps"], s)[0].shape[1] for s in (0, 3000, 5999)} == {20}
 
 
-
 def test_resolved_config_reaches_the_presets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = train.resolve_config(["--prior", "steps", "--lr", "3e-4", "--pre_norm", "false", "--resume"])
@@ -796,6 +795,17 @@ def test_resolved_config_reaches_the_presets(tmp_path, monkeypatch):
     assert train.resolve_config(["--prior", "sines_phase"])["decoder_mult"] == 4
     wide = make_model("sines_lines", n_buckets=10, d_model=32, n_layers=1, decoder_mult=4)
     assert wide.decoder[0].out_features == 128 and wide.config["decoder_mult"] == 4
+
+
+def test_a_checkpoint_from_before_decoder_mult_loads_as_the_narrow_decoder(tmp_path):
+    out = str(tmp_path / "old.pt")
+    train.train(**{**TINY_RUN, "steps": 2, "out": out})
+    ckpt = torch.load(out, weights_only=True)
+    del ckpt["config"]["decoder_mult"], ckpt["train_config"]["decoder_mult"]   # as written before the key
+    torch.save(ckpt, out)
+    assert load_model(out).decoder[0].out_features == 32                     # d_model: the only decoder then
+    same_run = train.resolve_config(**{**TINY_RUN, "steps": 2, "out": out})
+    assert train.mismatch(ckpt["train_config"], same_run) == []   # figures load it, not retrain
 
 
 # ------------------------------------------------------------------------------------------------

@@ -90,8 +90,8 @@ def parser():
                 allow_abbrev=False, argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=PRESETS, help="a preset (default: the prior's own, if it has one)")
     for key, default in CONFIG.items():
-        flag = dict(type=_bool, nargs="?", const=True) if type(default) is bool else {}
-        p.add_argument(f"--{key}", help=f"default {default!r}", **{"type": type(default), **flag})
+        kind = dict(type=_bool, nargs="?", const=True) if type(default) is bool else dict(type=type(default))
+        p.add_argument(f"--{key}", help=f"default {default!r}", **kind)
     return p
 
 def mismatch(old, new):
@@ -190,7 +190,8 @@ def train(cfg=None, **overrides):
         torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    torch.set_num_threads(cfg["threads"] or torch.get_num_threads())      # 0: torch's default
+    if cfg["threads"]:                  # 0: torch's default
+        torch.set_num_threads(cfg["threads"])
     rank0, prior = rank == 0, get_prior(cfg["prior"])     # rank 0 alone prints, evaluates and saves
     say = print if rank0 else lambda *_: None
     say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
