@@ -13,7 +13,8 @@ from posterior_icl import PRIORS, Block, Transformer, brute_force, get_prior, ma
 
 PARTS = dict(data=(train, "batch"), step=(train, "train_step"), forward=(Transformer, "forward"),  # nested
              blocks=(Block, "forward"), attention=(Block, "attend"), decoder=(torch.nn.Sequential, "forward"),
-             loss=(Transformer, "nll"), backward=(torch.Tensor, "backward"), adam=(torch.optim.AdamW, "step"))
+             loss=(Transformer, "nll"), backward=(torch.Tensor, "backward"), adam=(torch.optim.AdamW, "step"),
+             muon=(torch.optim.Muon, "step"))
 
 def posterior(naive, threads):
     prior, xq = PRIORS["steps_updown"], torch.linspace(-1, 1, 100, dtype=torch.float64)
@@ -33,15 +34,15 @@ def steps(presets, threads, n=30):
     for preset in presets:
         cfg = train.resolve_config([], preset=preset, out="unused")
         prior, model = get_prior(cfg["prior"]), make_model(cfg["prior"], **{k: cfg[k] for k in train.SHAPE})
-        opt = torch.optim.AdamW(model.parameters())          # train_step sets its learning rate
+        opts = train.optimizers(model, cfg)
         def run(start):
             for s in range(start, start + n):
-                train.train_step(model, opt, cfg, prior, s)
+                train.train_step(model, opts, cfg, prior, s)
         for start in sorted({s for s, _ in train.stages(cfg) if s < cfg["steps"]}):   # each stage's first
             t = Timer("run(start)", globals=locals(), num_threads=threads).blocked_autorange(min_run_time=10)
             with profile() as prof:
                 run(start)
-            got = {e.key: e.cpu_time_total for e in prof.key_averages()}
+            got = {**dict.fromkeys(PARTS, 0), **{e.key: e.cpu_time_total for e in prof.key_averages()}}
             print(f"{preset}, {cfg['n_layers']} x {cfg['d_model']}, batch {cfg['batch_size']}, "
                   f"{len(train.batch(cfg, prior, start)[0][0])} points: {t.median / n * 1e3:.1f} ms per step")
             print("  profiled:", " · ".join(f"{p} {got[p] / got['step']:.0%}" for p in PARTS if p != "step"))

@@ -186,8 +186,8 @@ PANELS = {
         prompts=[prompt(E1_SLOPED.label, sloped_sine(0.23), n) for n in (10, 20, 40, 80)]),
     "sines_and_lines_slope_abl": dict(
         doc="E1b: slopes 0.21 … 0.28, three seeds: the networks part from the posterior where it switches.",
-        preset="sines_lines", titles=[f"Modelling a slope of {s}" for s in SLOPES], **Y4,
-        nets=lambda fast: [(f"seed {s}", {**e1c_networks(fast)[-2][1], "seed": s}) for s in (0, 1, 2)],
+        preset="sines_lines_e1b", titles=[f"Modelling a slope of {s}" for s in SLOPES], **Y4,
+        nets=lambda fast: [(f"seed {s}", dict(FAST_BUDGET_NET if fast else {}, seed=s)) for s in (0, 1, 2)],
         prompts=[prompt(f"0.2·sin(3πx) + {s}·x", sloped_sine(s)) for s in SLOPES],
         note=lambda fits: "Disagreement between the seeds (largest standard deviation of their means), by "
         "slope: " + ", ".join(f"{s}: {torch.stack(f.nets).std(0).max():.3f}" for s, f in zip(SLOPES, fits))),

@@ -1,16 +1,7 @@
 """posterior-icl: a transformer trained on tasks from a prior, measured against the prior's exact posterior.
 
-A reimplementation of Müller, Hollmann & Hutter (2024), "Bayes' Power for Explaining In-Context
-Learning Generalizations". The sections follow the story:
-
-  1. Priors and the exact posterior  families of functions on finite grids of latents: Bayes' rule is a sum.
-  2. Predictive distributions        the exact posterior predictive (PPD) and the network share one interface.
-  3. The bar distribution            the network's output: equal-mass buckets with half-normal tails.
-  4. The transformer                 a set model: no positions, and queries look only at the context.
-  5. Checkpoints                     one file of plain things, written atomically.
-  6. The headline metric             posterior_gap: NLL_network - NLL_exact, the expected KL.
-  7. The limits                      closed-form posteriors for the paper's second half (E7-E9).
-
+A reimplementation of Müller, Hollmann & Hutter (2024), "Bayes' Power for Explaining In-Context Learning
+Generalizations". Its sections (=== below) follow the paper's story; the README takes a tour of them.
 Shapes: B datasets, N points per dataset, k context points, Q query points, L latents.
 """
 import math, os
@@ -636,14 +627,14 @@ GAP_BINS = ((0, 0), (1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, ma
 def bin_label(lo, hi):
     return f"{lo}" if lo == hi else f"≥ {lo}" if hi == math.inf else f"{lo}–{hi}"
 
-def gap_plan(prior, n_datasets, n_points, all_sizes=None):
+def gap_plan(prior, n_datasets, n_points, all_sizes=None, name="n_datasets"):
     """Whether posterior_gap takes each dataset at every size (default where the exact posterior is cheap) or
-    at one; a ValueError if a size would get fewer than two datasets."""
+    at one; a ValueError, calling n_datasets `name`, if a size would get fewer than two datasets."""
     all_sizes = prior.n_latents <= 10**5 if all_sizes is None else all_sizes
     need = 2 if all_sizes else 2 * n_points
     if n_points < 1 or n_datasets < need:
-        raise ValueError(f"posterior_gap needs n_points >= 1 and n_datasets >= {need} (two per context size, "
-                         f"for a standard error); got n_datasets {n_datasets}, n_points {n_points}")
+        raise ValueError(f"posterior_gap needs n_points >= 1 and {name} >= {need} (two per context size, for "
+                         f"a standard error); got {name} {n_datasets}, n_points {n_points}")
     return all_sizes
 
 def _log_prob_at_every_size(prior, x, y):

@@ -620,15 +620,17 @@ def test_training_lowers_the_gap_and_writes_a_loadable_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("how, error, saved", [("exception", SystemExit, 8), ("sigint", SystemExit, 9),
-                                               ("crash", RuntimeError, 10)])
+                                               ("crash", RuntimeError, 10), ("muon", SystemExit, 8)])
 def test_a_stopped_run_resumes_to_the_same_weights(how, error, saved, tmp_path, monkeypatch):
     """Ctrl-C in step 8 saves the last whole step (a real SIGINT lets step 8 finish first); a crash in step 12
-    leaves the last periodic checkpoint. Resumed, each ends with the weights of a run that never stopped."""
-    straight, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "straight.pt")})
+    leaves the last periodic checkpoint; Muon's state resumes too. Resumed, each ends with the weights of a
+    run that never stopped."""
+    run = {**TINY_RUN, "muon": how == "muon"}
+    straight, _ = train.train(**{**run, "out": str(tmp_path / "straight.pt")})
     real = train.batch
 
     def stopping(cfg, prior, step, rank=0):
-        if step == 8 and how == "exception":
+        if step == 8 and how in ("exception", "muon"):
             raise KeyboardInterrupt
         if step == 8 and how == "sigint":
             os.kill(os.getpid(), signal.SIGINT)
@@ -637,10 +639,10 @@ def test_a_stopped_run_resumes_to_the_same_weights(how, error, saved, tmp_path, 
         return real(cfg, prior, step, rank)
     monkeypatch.setattr(train, "batch", stopping)
     with pytest.raises(error):
-        train.train(**{**TINY_RUN, "out": str(tmp_path / "stopped.pt")})
+        train.train(**{**run, "out": str(tmp_path / "stopped.pt")})
     assert torch.load(tmp_path / "stopped.pt", weights_only=True)["step"] == saved
     monkeypatch.setattr(train, "batch", real)
-    resumed, _ = train.train(**{**TINY_RUN, "out": str(tmp_path / "stopped.pt"), "resume": True})
+    resumed, _ = train.train(**{**run, "out": str(tmp_path / "stopped.pt"), "resume": True})
     for k, v in straight.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
 
@@ -732,7 +734,8 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
     (["--device", "cuda"], "device must be auto, cpu or cuda[:N] where torch sees CUDA; got 'cuda'"),
     (["--device", "tpu"], "device must be auto, cpu or cuda[:N] where torch sees CUDA; got 'tpu'"),
     (["--prior", "steps", "--final_eval_datasets", "10"],
-     "--final_eval_datasets 10 is too few: posterior_gap needs n_points >= 1 and n_datasets >= 40 (two per"),
+     "posterior_gap needs n_points >= 1 and final_eval_datasets >= 40 (two per context size, for a standard "
+     "error); got final_eval_datasets 10"),
     (["--seed", str(2**24)], "seed must be an integer in [0, 2^24)"),
     (["--n_buckets", "1"], "n_buckets must be an integer >= 2"),
     (["--resume", "--out", "no/such/file.pt"],
@@ -797,15 +800,38 @@ def test_resolved_config_reaches_the_presets(tmp_path, monkeypatch):
     assert wide.decoder[0].out_features == 128 and wide.config["decoder_mult"] == 4
 
 
-def test_a_checkpoint_from_before_decoder_mult_loads_as_the_narrow_decoder(tmp_path):
-    out = str(tmp_path / "old.pt")
-    train.train(**{**TINY_RUN, "steps": 2, "out": out})
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    model = make_model("sines_lines", n_buckets=10, d_model=32, n_layers=2)
+    adamw, muon = train.optimizers(model, {**train.CONFIG, "muon": True})
+    matrices = {id(p) for n, p in model.named_parameters() if n.startswith("blocks") and p.dim() == 2}
+    assert len(matrices) == 8 and {id(p) for g in muon.param_groups for p in g["params"]} == matrices
+    assert sum(len(g["params"]) for g in adamw.param_groups) == len(list(model.parameters())) - 8
+    assert len(train.optimizers(model, train.CONFIG)) == 1                   # by default AdamW alone
+
+
+def test_a_checkpoint_from_before_decoder_mult_and_muon_loads_and_resumes(tmp_path, monkeypatch):
+    out, real = str(tmp_path / "old.pt"), train.batch
+    straight, _ = train.train(**{**TINY_RUN, "steps": 4, "out": str(tmp_path / "straight.pt")})
+
+    def stop_at_2(cfg, prior, step, rank=0):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(cfg, prior, step, rank)
+    monkeypatch.setattr(train, "batch", stop_at_2)
+    with pytest.raises(SystemExit):
+        train.train(**{**TINY_RUN, "steps": 4, "out": out})
+    monkeypatch.setattr(train, "batch", real)
     ckpt = torch.load(out, weights_only=True)
-    del ckpt["config"]["decoder_mult"], ckpt["train_config"]["decoder_mult"]   # as written before the key
+    for key in ("decoder_mult", "muon"):                                        # as written before the keys
+        ckpt["config"].pop(key, None), ckpt["train_config"].pop(key)
+    ckpt["optimizer"] = ckpt["optimizer"][0]                                    # then AdamW's state alone
     torch.save(ckpt, out)
     assert load_model(out).decoder[0].out_features == 32                     # d_model: the only decoder then
-    same_run = train.resolve_config(**{**TINY_RUN, "steps": 2, "out": out})
+    same_run = train.resolve_config(**{**TINY_RUN, "steps": 4, "out": out})
     assert train.mismatch(ckpt["train_config"], same_run) == []   # figures load it, not retrain
+    resumed, _ = train.train(**{**TINY_RUN, "steps": 4, "out": out, "resume": True})
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1046,21 +1072,23 @@ def test_coarse_exact_quantiles_agree_with_the_exact_quantile():
     assert (coarse.diff(dim=0) > 0).all()
 
 
-def test_e1b_and_e1c_share_their_runs_as_described():
-    """E1c: 50 … 3,200 steps, then the preset's own network; E1b: seeds 0, 1, 2
-    (0: E1c's 3,200-step run); the other networks take a quicker final evaluation (it names nothing)."""
+def test_e1b_and_e1c_networks_are_as_described():
+    """E1c: 50 … 3,200 steps, then the preset's own network, the others with a quicker final evaluation (it
+    names nothing); E1b: seeds 0, 1, 2 of its own preset, Muon on 20-point datasets."""
     e1c, e1b = figures.e1c_networks(False), figures.PANELS["sines_and_lines_slope_abl"]["nets"](False)
     quick = dict(final_eval_datasets=64)
     assert [o for _, o in e1c] == [{"steps": 50 * 2**i, **quick} for i in range(7)] + [{}]
-    assert [o for _, o in e1b] == [{"steps": 3200, **quick, "seed": s} for s in (0, 1, 2)]
-    name = lambda o: os.path.basename(train.resolve_config(["--preset", "sines_lines"], out="", **o)["out"])
-    assert [name(o) for _, o in e1c][-3:] == ["sines_lines-steps1600.pt", "sines_lines-steps3200.pt",
-                                               "sines_lines.pt"]
-    assert [name(o) for _, o in e1b] == ["sines_lines-steps3200.pt", "sines_lines-seed1-steps3200.pt",
-                                         "sines_lines-seed2-steps3200.pt"]
+    assert [o for _, o in e1b] == [{"seed": s} for s in (0, 1, 2)]
+    name = lambda p, o: os.path.basename(train.resolve_config(["--preset", p], out="", **o)["out"])
+    assert [name("sines_lines", o) for _, o in e1c][-3:] == ["sines_lines-steps1600.pt",
+                                                             "sines_lines-steps3200.pt", "sines_lines.pt"]
+    assert [name("sines_lines_e1b", o) for _, o in e1b] == ["sines_lines_e1b.pt", "sines_lines_e1b-seed1.pt",
+                                                            "sines_lines_e1b-seed2.pt"]
+    cfg = train.resolve_config(["--preset", "sines_lines_e1b"])
+    assert cfg["muon"] and cfg["n_points"] == 20 and train.stages(cfg)[-1] == (0, 20)
     fast_e1b = figures.PANELS["sines_and_lines_slope_abl"]["nets"](True)
     tiny = figures.FAST_BUDGET_NET
-    assert [o for _, o in fast_e1b] == [{"steps": 640, **tiny, "seed": s} for s in range(3)]
+    assert [o for _, o in fast_e1b] == [{**tiny, "seed": s} for s in range(3)]
     assert [o for _, o in figures.e1c_networks(True)] == [{"steps": 10 * 2**i, **figures.FAST_BUDGET_NET}
                                                            for i in range(8)]
 

@@ -18,27 +18,25 @@ from posterior_icl import gap_plan, get_prior, load_checkpoint, make_model, post
 
 # ---- Config: plain values, each a command-line flag -----------------------------------------------------
 CONFIG = dict(
-    prior="sines_lines", steps=6500,
-    batch_size=32,         # datasets per step (per process under torchrun)
+    prior="sines_lines", steps=6500, batch_size=32,   # datasets per step (per process under torchrun)
     n_points=100,          # points per dataset; the context size k is uniform in 0 … n_points-1
     short_fraction=0.0,    # curriculum: this fraction of the steps on datasets of short_points points, the
     short_points=20,       #   next mid_fraction on mid_points, the rest on n_points: short contexts teach the
     mid_fraction=0.0, mid_points=50,   # basics cheaply (the sines_lines preset: 60%, 25%, 15%)
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3, beta2=0.95,  # AdamW's β₂: 0.95 (nanoGPT's) trained our networks better than torch's 0.999
+    muon=False,            # Muon for the blocks' weight matrices: fewer steps to the posterior, dearer ones
     warmup=0.05,           # fraction of the steps with a linear warm-up, then cosine to 0
-    weight_decay=0.0, grad_clip=1.0, d_model=96, n_layers=4, head_size=32,
+    weight_decay=0.0, grad_clip=1.0, d_model=96, n_layers=4, head_size=32, n_buckets=1000, seed=0,
     decoder_mult=1,        # the decoder's hidden layer: this many times d_model (the paper: 4)
     pre_norm=False,        # post-norm, as in the paper: it trained the small networks better
     count_feature=False,   # E5: give every token log(1 + context size), so the network can count
     x_freq=0.0,            # w > 0 also embeds sin(wπx), cos(wπx): the sines' own frequency, 3, in E1 and E2
-    n_buckets=1000, seed=0,
-    device="auto", threads=0,          # auto: CUDA when present, else the CPU; threads 0: torch's default
+    device="auto", threads=0, progress=True,   # auto: CUDA if present, else CPU; threads 0: torch's default
     eval_every=0, eval_datasets=128,   # steps between evaluations of the gap (0: at the end only), datasets
     final_eval_datasets=256,  # every one at every context size where the exact posterior is cheap
     save_every=500,        # steps between checkpoints
-    out="",                # checkpoint path; default checkpoints/<preset>[-<what differs>].pt
-    resume=False, progress=True,
+    out="", resume=False,  # checkpoint path (default checkpoints/<preset>[-<what differs>].pt); continue it
 )
 # What a key is allowed to be, as one table: (keys, test, what is allowed); the parser checks the types.
 RULES = [
@@ -71,6 +69,8 @@ PRESETS = {
 }
 PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=25000)         # the same, longer
 PRESETS["coins_counting"] = dict(PRESETS["coins"], count_feature=True)          # E5, able to count
+PRESETS["sines_lines_e1b"] = dict(PRESETS["sines_lines"], n_points=20, short_fraction=0.0, mid_fraction=0.0,
+                                  muon=True)       # E1b: its 10-point prompts need only 20-point datasets
 
 # ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
@@ -123,10 +123,7 @@ def resolve_config(argv=(), **overrides):
     if not (cfg["device"] in ("auto", "cpu") or cuda):
         raise ValueError(f"device must be auto, cpu or cuda[:N] where torch sees CUDA; got {cfg['device']!r}")
     for key in ["final_eval_datasets"] + ["eval_datasets"] * bool(cfg["eval_every"]):
-        try:                                              # refused now, not after the training
-            gap_plan(prior, cfg[key], cfg["n_points"])
-        except ValueError as e:
-            raise ValueError(f"--{key} {cfg[key]} is too few: {e}") from None
+        gap_plan(prior, cfg[key], cfg["n_points"], name=key)          # refused now, not after the training
     differ = [f"{k}{cfg[k]}" for k in sorted(mismatch(base, cfg))]           # the file names what differs
     default = os.path.join("checkpoints", "-".join([name] + differ) + ".pt")
     cfg["out"] = cfg["out"] or default
@@ -164,20 +161,31 @@ def batch(cfg, prior, step, rank=0):
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
 
-def train_step(net, opt, cfg, prior, step, rank=0, bf16=False):
+def optimizers(model, cfg):
+    """[AdamW]; with muon, torch's Muon takes the blocks' weight matrices: its momentum, orthogonalised, moves
+    every direction alike, and scaled to AdamW's step size it takes the same learning rate."""
+    muon = [p for n, p in model.named_parameters() if cfg["muon"] and p.dim() == 2 and n.startswith("blocks")]
+    rest = [p for p in model.parameters() if all(p is not m for m in muon)]
+    adamw = torch.optim.AdamW(rest, lr=cfg["lr"], betas=(0.9, cfg["beta2"]), weight_decay=cfg["weight_decay"])
+    if not muon:
+        return [adamw]
+    return [adamw, torch.optim.Muon(muon, weight_decay=cfg["weight_decay"], adjust_lr_fn="match_rms_adamw")]
+
+def train_step(net, opts, cfg, prior, step, rank=0, bf16=False):
     """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
     model, (x, y, k, q) = getattr(net, "module", net), batch(cfg, prior, step, rank)   # DDP wraps the model
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
-    for group in opt.param_groups:
+    for group in (group for opt in opts for group in opt.param_groups):
         group["lr"] = lr_at(step, cfg)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         logits = net(x[:, :k], y[:, :k], x[:, k:q])
     loss = model.nll(logits.float(), y[:, k:q])
-    opt.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-    opt.step()
+    for opt in opts:
+        opt.step()
     return loss.detach()                # not .item(), which would wait for the device every step
 
 def train(cfg=None, **overrides):
@@ -197,14 +205,15 @@ def train(cfg=None, **overrides):
     say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
     torch.manual_seed(cfg["seed"])
     model = make_model(cfg["prior"], **{k: cfg[k] for k in SHAPE}).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(0.9, cfg["beta2"]),
-                            weight_decay=cfg["weight_decay"])
+    opts = optimizers(model, cfg)
     start, history = 0, []
     if cfg["resume"]:
         ckpt = load_checkpoint(cfg["out"], prior=cfg["prior"])
         refuse_other(ckpt, cfg, "a resumed run keeps the keys that shape its data and schedule")
         model.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
+        states = ckpt["optimizer"]                    # a dict: written before muon, by AdamW alone
+        for opt, state in zip(opts, [states] if isinstance(states, dict) else states):
+            opt.load_state_dict(state)
         start, history = ckpt["step"], ckpt["history"]
         say(f"resumed {cfg['out']} at step {start}")
     # with an empty context the attention's weights get no gradient: DDP must not wait for them
@@ -212,8 +221,8 @@ def train(cfg=None, **overrides):
     bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     def save(step, **extra):
         if rank0:
-            save_model(model, cfg["out"], optimizer=opt.state_dict(), step=step, history=history,
-                       train_config=cfg, **extra)
+            save_model(model, cfg["out"], optimizer=[opt.state_dict() for opt in opts], step=step,
+                       history=history, train_config=cfg, **extra)
     evaluate = lambda n: posterior_gap(model, prior, n_datasets=n, n_points=cfg["n_points"], seed=12345)
     t0, done, losses, stop = time.time(), start, [], []    # Ctrl-C only asks: stop after a whole step
     signals = threading.current_thread() is threading.main_thread()   # the only one that may handle them
@@ -222,7 +231,7 @@ def train(cfg=None, **overrides):
         with tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
                   disable=not (rank0 and cfg["progress"]), dynamic_ncols=True, unit="step") as bar:
             for step in bar:
-                losses.append(train_step(net, opt, cfg, prior, step, rank, bf16))
+                losses.append(train_step(net, opts, cfg, prior, step, rank, bf16))
                 done = step + 1
                 if done % LOG_EVERY == 0 or done == cfg["steps"]:
                     history.append((done, torch.stack(losses).mean().item()))   # the mean since the last
