@@ -70,7 +70,7 @@ PRESETS = {
 PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=25000)         # the same, longer
 PRESETS["coins_counting"] = dict(PRESETS["coins"], count_feature=True)          # E5, able to count
 PRESETS["sines_lines_e1b"] = dict(PRESETS["sines_lines"], n_points=20, short_fraction=0.0, mid_fraction=0.0,
-                                  muon=True)       # E1b: its 10-point prompts need only 20-point datasets
+                                  steps=8500, muon=True)   # E1b: 10-point prompts, 20-point datasets
 
 # ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
