@@ -567,6 +567,5 @@ def main(argv=None):
     finally:
         torch.set_num_threads(previous)   # main() may run inside another program (the tests): as found
     return 0
-
 if __name__ == "__main__":
     sys.exit(main())
