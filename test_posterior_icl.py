@@ -620,10 +620,11 @@ def test_training_lowers_the_gap_and_writes_a_loadable_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("how, error, saved", [("sigint", SystemExit, 9), ("crash", RuntimeError, 10),
-                                               ("muon", SystemExit, 9)])
+                                               ("raised", KeyboardInterrupt, 5), ("muon", SystemExit, 9)])
 def test_a_stopped_run_resumes_to_the_same_weights(how, error, saved, tmp_path, monkeypatch):
-    """Ctrl-C in step 8 lets step 8 finish, then saves it; a crash in step 12 leaves the last periodic
-    checkpoint; Muon's state resumes too. Resumed, each ends with the weights of a run that never stopped."""
+    """Ctrl-C in step 8 lets step 8 finish, then saves it; a crash in step 12, or a KeyboardInterrupt raised
+    by code in step 8 (not Ctrl-C), leaves the last periodic checkpoint; Muon's state resumes too. Resumed,
+    each ends with the weights of a run that never stopped."""
     run = {**TINY_RUN, "muon": how == "muon"}
     straight, _ = train.train(**{**run, "out": str(tmp_path / "straight.pt")})
     real = train.batch
@@ -633,6 +634,8 @@ def test_a_stopped_run_resumes_to_the_same_weights(how, error, saved, tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)
         if step == 12 and how == "crash":
             raise RuntimeError("power cut")
+        if step == 8 and how == "raised":
+            raise KeyboardInterrupt
         return real(cfg, prior, step, rank)
     monkeypatch.setattr(train, "batch", stopping)
     handler = signal.getsignal(signal.SIGINT)
@@ -814,7 +817,7 @@ def test_a_checkpoint_from_before_decoder_mult_and_muon_loads_and_resumes(tmp_pa
 
     def stop_at_2(cfg, prior, step, rank=0):
         if step == 2:
-            os.kill(os.getpid(), signal.SIGINT)                                # Ctrl-C: saved after step 2
+            os.kill(os.getpid(), signal.SIGINT)                    # Ctrl-C in step 2: saved once it ends
         return real(cfg, prior, step, rank)
     monkeypatch.setattr(train, "batch", stop_at_2)
     with pytest.raises(SystemExit):

@@ -17,7 +17,7 @@ CONFIG = dict(
     mid_fraction=0.0, mid_points=50,       #   the next on mid_points, the rest on n_points: basics cheaply
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3, beta2=0.95,  # AdamW's β₂: 0.95 (nanoGPT's) trained our networks better than torch's 0.999
-    warmup=0.05, muon=False,   # linear warm-up for this fraction of the steps, then cosine; muon: optimizers
+    warmup=0.05, muon=False,   # warm-up: a fraction of the steps, then cosine to 0; muon: see optimizers()
     weight_decay=0.0, grad_clip=1.0, d_model=96, n_layers=4, head_size=32, n_buckets=1000, seed=0,
     decoder_mult=1,        # the decoder's hidden layer: this many times d_model (the paper: 4)
     pre_norm=False,        # post-norm, as in the paper: it trained the small networks better
@@ -133,11 +133,11 @@ def optimizers(model, cfg):
     if not muon:                        # Muon refuses an empty list
         return [adamw]
     return [adamw, torch.optim.Muon(muon, weight_decay=cfg["weight_decay"], adjust_lr_fn="match_rms_adamw")]
-def train_step(net, opts, cfg, prior, step, rank=0, bf16=False):
+def train_step(net, opts, cfg, prior, step, rank=0):
     """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
     model, (x, y, k, q) = getattr(net, "module", net), batch(cfg, prior, step, rank)   # DDP wraps the model
     x, y = (t.to(next(model.parameters()).device) for t in (x, y))
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda and torch.cuda.is_bf16_supported()):
         logits = net(x[:, :k], y[:, :k], x[:, k:q])
     loss = model.nll(logits.float(), y[:, k:q])
     model.zero_grad(set_to_none=True)
@@ -175,7 +175,6 @@ def train(cfg=None, **overrides):
         say(f"resumed {cfg['out']} at step {start}")
     # with an empty context the attention's weights get no gradient: DDP must not wait for them
     net = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     def save(step, **extra):
         if rank0:
             save_model(model, cfg["out"], optimizer=[opt.state_dict() for opt in opts], step=step,
@@ -188,8 +187,9 @@ def train(cfg=None, **overrides):
         with tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc=cfg["prior"],
                   disable=not (rank0 and cfg["progress"]), dynamic_ncols=True, unit="step") as bar:
             for step in bar:
-                losses.append(train_step(net, opts, cfg, prior, step, rank, bf16))
-                if (done := step + 1) % 50 == 0 or done == cfg["steps"]:   # the only wait for the device
+                losses.append(train_step(net, opts, cfg, prior, step, rank))
+                done = step + 1
+                if done % 50 == 0 or done == cfg["steps"]:      # the loop's only wait for the device
                     history.append((done, torch.stack(losses).mean().item()))   # the mean since the last
                     losses.clear()
                     bar.set_postfix(loss=f"{history[-1][1]:.3f}", lr=f"{lr_at(step, cfg):.1e}")
