@@ -68,7 +68,7 @@ def render(name, out="figures", fast=False, docs=False):
 # --- Networks: one way to get one, trained or resumed through train.py unless its checkpoint is done -----
 # steps, steps_updown (over 10^5 latents) evaluate one context size per dataset, two per size: 2·n_points
 FAST = dict(steps=100, batch_size=16, final_eval_datasets=32, save_every=0)
-FAST_OVERRIDES = {"steps": dict(final_eval_datasets=40), "steps_updown": dict(final_eval_datasets=60)}
+FAST_OVERRIDES = {p: dict(n_points=20, final_eval_datasets=40) for p in ("steps", "steps_updown")}
 FAST_BUDGET_NET = dict(d_model=32, n_layers=1, batch_size=8, n_points=20, short_fraction=0.0,  # a fast run's
                        mid_fraction=0.0, final_eval_datasets=8)       # E1b/E1c networks: all eight in seconds
 
