@@ -9,12 +9,12 @@ from torch.profiler import profile, record_function
 from torch.utils.benchmark import Timer
 
 import train
-from posterior_icl import PRIORS, Block, Transformer, brute_force, get_prior, make_model
+from posterior_icl import PRIORS, Block, Muon, Transformer, brute_force, get_prior, make_model
 
 PARTS = dict(data=(train, "batch"), step=(train, "train_step"), forward=(Transformer, "forward"),  # nested
              blocks=(Block, "forward"), attention=(Block, "attend"), decoder=(torch.nn.Sequential, "forward"),
              loss=(Transformer, "nll"), backward=(torch.Tensor, "backward"), adam=(torch.optim.AdamW, "step"),
-             muon=(torch.optim.Muon, "step"))
+             muon=(Muon, "step"))
 
 def posterior(naive, threads):
     prior, xq = PRIORS["steps_updown"], torch.linspace(-1, 1, 100, dtype=torch.float64)

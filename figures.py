@@ -161,9 +161,9 @@ def share_y(axes, ylim=None, yticks=None):
 def e1c_networks(fast):
     """(label, overrides) per E1c budget (its own run, warm-up and schedule), doubling, then the preset's."""
     own = train.PRESETS["sines_lines"].get("steps", train.CONFIG["steps"])    # the preset's own network
-    budget = FAST_BUDGET_NET if fast else dict(final_eval_datasets=64)    # the others: a quicker evaluation
+    budget = FAST_BUDGET_NET if fast else dict(final_eval_datasets=16)    # the others: a quicker evaluation
     return [(f"{n:,} steps", {"steps": n, **budget} if fast or n != own else {})
-            for n in ([10 * 2**i for i in range(8)] if fast else [50 * 2**i for i in range(7)] + [own])]
+            for n in ([10 * 2**i for i in range(8)] if fast else [25 * 2**i for i in range(7)] + [own])]
 def jump_text(fit):         # E3: largest abs(NN - exact) outside and inside the points around the jump
     x, d, i = fit.prompt.x, (fit.nets[0] - fit.exact).abs(), fit.prompt.y.diff().abs().argmax()
     inside = (GRID > x[i]) & (GRID < x[i + 1])
@@ -192,7 +192,7 @@ PANELS = {
         note=lambda fits: "Disagreement between the seeds (largest standard deviation of their means), by "
         "slope: " + ", ".join(f"{s}: {torch.stack(f.nets).std(0).max():.3f}" for s, f in zip(SLOPES, fits))),
     "sines_and_lines_epoch_abl": dict(
-        doc="E1c: the slope-0.28 prompt after 50 … 3,200 training steps, then the default's.",
+        doc="E1c: the slope-0.28 prompt after 25 … 1,600 training steps, then the default's.",
         preset="sines_lines", nets=e1c_networks, paired=True, ylim=(-0.4, 0.4), yticks=[-0.25, 0, 0.25],
         titles="Training for {steps:,} steps\nto an average loss of {loss:.2f}",
         prompts=[prompt("0.2·sin(3πx) + 0.28·x", sloped_sine(0.28))] * 8),

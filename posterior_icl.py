@@ -77,7 +77,6 @@ class Family:
     f: object
     grid: dict
     linear: tuple = ()
-
     def __post_init__(self):
         self.grid = {k: torch.as_tensor(v, dtype=torch.float64).flatten() for k, v in self.grid.items()}
         if set(self.linear) - set(self.grid):
@@ -95,12 +94,10 @@ class Family:
         f = lambda c: self({**theta, **c}, x)
         if not torch.allclose(f({k: 0.3 * a[k] + 0.7 * b[k] for k in a}), 0.3 * f(a) + 0.7 * f(b), atol=1e-9):
             raise ValueError(f"family {self.name!r}: f is not affine in its linear parameters {self.linear}")
-
     def params_at(self, idx):
         """Parameters of latents by flat index (nonlinear axes first, then linear, each in grid order)."""
         idx = torch.unravel_index(idx, self.shape)
         return {k: self.grid[k][i] for k, i in zip(self.nonlinear + self.linear, idx)}
-
     def __call__(self, params, x):
         shape = torch.broadcast_shapes(*[v.shape for v in params.values()], x.shape)
         return torch.as_tensor(self.f(params, x), dtype=x.dtype).expand(shape)
@@ -109,14 +106,12 @@ class Prior:
     """A uniform mixture of families, each uniform over its grid, with Gaussian noise."""
     kind = "regression"
     CHUNK = 2**24  # latents × datasets weighed at once by predict: bounds its memory
-
     def __init__(self, name, families, noise_std=NOISE_STD):
         names = [fam.name for fam in families]
         if len(set(names)) < len(names):
             raise ValueError(f"prior {name!r}: family names must differ (posteriors key by them): {names}")
         self.name, self.families, self.noise_std = name, list(families), noise_std
         self.n_latents = sum(fam.size for fam in self.families)
-
     def sample(self, batch_size, n_points, generator=None):
         """B datasets of N points, x (B, N) and y (B, N) in float32, drawn from the posterior's own grid."""
         if batch_size < 1 or n_points < 1:
@@ -132,7 +127,6 @@ class Prior:
             y[rows] = fam(params, x[rows])
         y += self.noise_std * torch.randn(y.shape, generator=g, dtype=torch.float64)
         return x.float(), y.float()
-
     def _log_joint(self, fam, x, y):
         """log p(latent) + log p(y | x, latent) for every latent of one family: (B, T, M), T the nonlinear
         settings, M the linear ones. With f = f0 + c·phi and r = y - f0, sum (r - c·phi)^2 =
@@ -149,7 +143,6 @@ class Prior:
         stats = stats * (-0.5 / s**2)
         stats[..., 0] += const                        # cfeat[:, 0] is 1: the constant rides along
         return stats @ cfeat.T                                                  # (B, T, M)
-
     def posterior(self, x, y):
         """The exact posterior of one dataset (N,) or a batch (B, N): log_weights[family] (B, *grid shape),
         log_evidence (B,) = log p(y | x) (the paper's p(D) adds N·log(1/2), the U(-1, 1) density of x),
@@ -168,7 +161,6 @@ class Prior:
             mass[fam.name] = lw.flatten(1).logsumexp(1).exp()
         one = (lambda d: d) if batched else (lambda d: {k: v[0] for k, v in d.items()})
         return Posterior(one(log_w), log_ev if batched else log_ev[0], one(mass))
-
     def predict(self, x_ctx, y_ctx, x_query, prune=40.0, merge=True):
         """The exact PPD at x_query, a Gaussian mixture over latents. Latents below e^-prune of the best are
         dropped (under n_latents·e^-prune of the mass); merge: latents alike at every query are one."""
@@ -264,24 +256,20 @@ def _every_latent(prior):
 class CoinPrior:
     """E5: a coin with unknown bias p on a grid; x ≡ 0 carries no information, y ~ Bernoulli(p)."""
     kind = "classification"
-
     def __init__(self, name, ps):
         self.name, self.ps = name, torch.as_tensor(ps, dtype=torch.float64)
         self.n_latents = len(self.ps)
-
     def sample(self, batch_size, n_points, generator=None):
         if batch_size < 1 or n_points < 1:
             raise ValueError(f"batch_size and n_points must be >= 1; got {batch_size}, {n_points}")
         p = self.ps[torch.randint(len(self.ps), (batch_size, 1), generator=generator)]
         y = torch.rand(batch_size, n_points, generator=generator, dtype=torch.float64) < p
         return torch.zeros(batch_size, n_points), y.float()
-
     def _log_joint(self, y):                                                   # (B, L)
         if not ((y == 0) | (y == 1)).all():
             raise ValueError(f"prior {self.name!r} is a coin: y values must be 0 or 1")
         ones, n = y.sum(-1, keepdim=True), y.shape[-1]
         return ones * self.ps.log() + (n - ones) * (1 - self.ps).log() - math.log(len(self.ps))
-
     def predict(self, x_ctx, y_ctx, x_query):
         x_ctx, y_ctx, x_query, batched = _check_task(x_ctx, y_ctx, x_query)
         p1 = (self._log_joint(y_ctx).softmax(-1) @ self.ps)[:, None].expand(x_query.shape)   # (B, Q)
@@ -321,7 +309,6 @@ def get_prior(name):
 class Predictive:
     """mean, log_prob(y), cdf(y), quantile(q), bucket_probs(borders), shaped like the queries: (Q,) or
     (B, Q). y and q broadcast against that shape and may add leading dimensions: (V, 1, 1) -> (V, B, Q)."""
-
     def bucket_probs(self, borders):
         """Mass in each bucket [borders[i], borders[i+1]) (the outer ones take the tails): (..., buckets)."""
         inner = torch.as_tensor(borders, dtype=torch.float64)[1:-1]
@@ -333,11 +320,9 @@ class MixturePredictive(Predictive):
     """The exact PPD Σ_l w_l N(y; f_l(x*), σ²), in chunks of latents to bound memory. parts[b] lists, per
     family: (family, indices (K,) and log weights (K,) of the latents that matter, moments Σ_c w·[1, c])."""
     CHUNK = 2**18  # latents × values × queries at once: small enough to stay in the cache
-
     def __init__(self, parts, x_query, noise_std, batched):
         self.parts, self.xq, self.sigma, self.batched = parts, x_query, noise_std, batched
         self.mean_shape = x_query.shape if batched else x_query.shape[1:]
-
     def _chunks(self, b, width=1):
         """Yield (log_w (K, 1, 1), mu (K, 1, Q)) over dataset b's latents."""
         step = max(1, self.CHUNK // (width * self.xq.shape[1]))
@@ -345,32 +330,27 @@ class MixturePredictive(Predictive):
             for s in range(0, len(idx), step):
                 params = {k: v[:, None] for k, v in fam.params_at(idx[s:s + step]).items()}
                 yield lw[s:s + step, None, None], fam(params, self.xq[b])[:, None, :]
-
     def _per_value(self, y, fn):
         """fn(b, v (V, Q)) -> (V, Q) for each dataset b, on y of shape (..., [B,] Q): a result like y."""
         y = _against(y, torch.float64, self.mean_shape)
         yb = y.reshape(-1, *self.xq.shape)                                          # (V, B, Q)
         return torch.stack([fn(b, yb[:, b]) for b in range(len(self.parts))], 1).reshape(y.shape)
-
     @property
     def mean(self):
         """Σ_l w_l f_l(x*): the paper's 'Posterior Ground Truth' curve."""
         m = torch.stack([sum(torch.einsum("tj,tjq->q", mom, _basis(fam, self.xq[b][None])[:, 0])
                              for fam, _, _, mom in self.parts[b]) for b in range(len(self.parts))])
         return m if self.batched else m[0]
-
     def log_prob(self, y):
         c = -math.log(self.sigma * math.sqrt(2 * math.pi))
         def one(b, v):
             return torch.stack([torch.logsumexp(lw - 0.5 * ((v - mu) / self.sigma) ** 2 + c, 0)
                                 for lw, mu in self._chunks(b, len(v))]).logsumexp(0)
         return self._per_value(y, one)
-
     def cdf(self, y):
         def one(b, v):
             return sum((lw.exp() * ndtr((v - mu) / self.sigma)).sum(0) for lw, mu in self._chunks(b, len(v)))
         return self._per_value(y, one).clamp(0, 1)
-
     def quantile(self, q, tol=1e-13):
         """Inverse cdf by bisection to `tol` (the mixture's cdf is continuous and strictly increasing)."""
         q = _against(q, torch.float64, self.mean_shape, levels=True).contiguous()
@@ -385,10 +365,8 @@ class MixturePredictive(Predictive):
 class BernoulliPredictive:
     """y in {0, 1} with P(y = 1) = p: the exact coin posterior and the network's coin head alike. Its whole
     distribution is p, so it has a mean and a log_prob, and no cdf or quantiles to plot."""
-
     def __init__(self, p):
         self.p = self.mean = p
-
     def log_prob(self, y):
         y = torch.as_tensor(y, dtype=self.p.dtype)
         if not ((y == 0) | (y == 1)).all():
@@ -408,23 +386,19 @@ class BarPredictive(Predictive):
     inner bucket; the outer two hold a half-normal pointing outwards from their inner border, half of it in
     the bucket, so the support is all of ℝ and a far y has a finite log-density. Every method uses it."""
     HALF = 0.6744897501960817  # median of |N(0, 1)|
-
     def __init__(self, borders, logits):
         self.borders, self.logits = borders.to(logits.dtype), logits
         self.widths = self.borders.diff()
         self.log_p = logits.log_softmax(-1)
         self.scale_left, self.scale_right = self.widths[0] / self.HALF, self.widths[-1] / self.HALF
-
     def _bucket(self, y):
         """The bucket holding y; values beyond the borders belong to the outer buckets."""
         b = torch.searchsorted(self.borders, y.contiguous(), right=True) - 1
         return b.clamp(0, len(self.widths) - 1)
-
     def _tail_distance(self, y):
         """How far y lies outside the two inner borders, in units of each tail's scale: (left, right) >= 0."""
         return ((self.borders[1] - y).clamp_min(0) / self.scale_left,
                 (y - self.borders[-2]).clamp_min(0) / self.scale_right)
-
     def _log_shape(self, y, b):
         """log density at y of bucket b's shape, normalised to mass 1."""
         left, right = self._tail_distance(y)
@@ -432,16 +406,13 @@ class BarPredictive(Predictive):
         last = len(self.widths) - 1
         inner = torch.where(b == last, half_normal(right, self.scale_right), -self.widths[b].log())
         return torch.where(b == 0, half_normal(left, self.scale_left), inner)
-
     def _at(self, t, b):
         """t (..., buckets) at bucket b (...)."""
         return t.expand(*b.shape, -1).gather(-1, b[..., None])[..., 0]
-
     def log_prob(self, y):
         y = _against(y, self.logits.dtype, self.logits.shape[:-1])
         b = self._bucket(y)
         return self._at(self.log_p, b) + self._log_shape(y, b)
-
     def cdf(self, y):
         y = _against(y, self.logits.dtype, self.logits.shape[:-1])
         b, p = self._bucket(y), self.log_p.exp()
@@ -450,7 +421,6 @@ class BarPredictive(Predictive):
         inside = torch.where(b == 0, 2 * ndtr(-left), inside)                        # P(half-normal > d)
         inside = torch.where(b == len(self.widths) - 1, 1 - 2 * ndtr(-right), inside)
         return self._at(p.cumsum(-1) - p, b) + self._at(p, b) * inside
-
     def quantile(self, q):
         """Inverse of cdf, bucket by bucket (the tails by the normal's inverse cdf); q broadcasts."""
         q = _against(q, self.logits.dtype, self.logits.shape[:-1], levels=True)
@@ -464,7 +434,6 @@ class BarPredictive(Predictive):
         right = self.borders[-2] - self.scale_right * ndtri(((1 - u) / 2).clamp_min(tiny))
         inner = self.borders[b] + u * self.widths[b]
         return torch.where(b == 0, left, torch.where(b == last, right, inner))
-
     @property
     def mean(self):
         mids = (self.borders[:-1] + self.borders[1:]) / 2
@@ -477,7 +446,6 @@ class BarPredictive(Predictive):
 class Block(nn.Module):
     """Attention + feed-forward, each residual; post-norm as in the paper, or pre-norm. The output
     projection and the second feed-forward layer start at zero: each block starts as the identity."""
-
     def __init__(self, d_model, head_size, pre_norm):
         super().__init__()
         self.heads, self.pre_norm = d_model // head_size, pre_norm
@@ -486,7 +454,6 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         for layer in (self.out, self.ff2):
             nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
-
     def attend(self, h, n_ctx):
         """h: (B, k+Q, E), the first k tokens the context -> (B, k+Q, E)."""
         B, T, E = h.shape
@@ -497,7 +464,6 @@ class Block(nn.Module):
         # prediction cannot depend on which other queries share the batch.
         a = F.scaled_dot_product_attention(q, k[:, :, :n_ctx], v[:, :, :n_ctx])   # (B, heads, T, E/heads)
         return self.out(a.transpose(1, 2).reshape(B, T, E))
-
     def forward(self, h, n_ctx):
         if self.pre_norm:
             h = h + self.attend(self.norm1(h), n_ctx)
@@ -512,7 +478,6 @@ class Transformer(nn.Module):
     on every token shows the failure to count is the architecture's. x_freq = w (E1, E2): x also as sin(wπx),
     cos(wπx), so attention can compare phases along a sine, which a linear embedding of x cannot.
     """
-
     def __init__(self, prior, borders=None, d_model=128, n_layers=4, head_size=32, pre_norm=False,
                  count_feature=False, x_freq=0.0, decoder_mult=1):
         super().__init__()
@@ -532,12 +497,10 @@ class Transformer(nn.Module):
         n_out = len(self.borders) - 1 if regression else 2
         hidden = decoder_mult * d_model          # the paper: 4; sines_lines learns as well with 1, faster
         self.decoder = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, n_out))
-
     def x_features(self, x):
         """(B, n) -> (B, n, 1), or with x_freq = w (B, n, 3): [x, sin(wπx), cos(wπx)]."""
         w = self.config["x_freq"] * math.pi
         return torch.stack([x, torch.sin(w * x), torch.cos(w * x)] if w else [x], -1)
-
     def forward(self, x_ctx, y_ctx, x_query):
         """(B, k), (B, k), (B, Q) -> logits (B, Q, n_outputs)."""
         k = x_ctx.shape[1]
@@ -548,19 +511,16 @@ class Transformer(nn.Module):
         for block in self.blocks:
             h = block(h, k)
         return self.decoder(self.final_norm(h[:, k:]))
-
     def predictive(self, logits):
         """Logits -> the predictive distribution, with the exact posterior's interface."""
         if len(self.borders):
             return BarPredictive(self.borders.to(logits.device), logits.float())
         return BernoulliPredictive((logits[..., 1] - logits[..., 0]).sigmoid())
-
     def nll(self, logits, y):
         """The training loss: mean negative log-likelihood of the query labels y (B, Q)."""
         if len(self.borders):
             return -self.predictive(logits).log_prob(y.float()).mean()
         return F.cross_entropy(logits.float().flatten(0, -2), y.long().flatten())
-
     @torch.no_grad()
     def predict(self, x_ctx, y_ctx, x_query):
         """The predictive at x_query given the context, (k,), (k,), (Q,) or (B, ·): as prior.predict."""
@@ -576,6 +536,28 @@ def make_model(prior, n_buckets=1000, seed=0, **config):
     p = get_prior(prior)
     borders = bucket_borders(p, n_buckets, seed=seed) if p.kind == "regression" else None
     return Transformer(prior, borders, **config)
+
+class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon's update of weight matrices (Nesterov momentum 0.95, orthogonalised by five Newton-
+    Schulz steps, scaled to AdamW's RMS), the matrices of one shape orthogonalised together in float32:
+    torch's takes one matrix at a time in bfloat16, which a CPU does slowly."""
+    def __init__(self, params, lr, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+    @torch.no_grad()
+    def step(self):
+        group, shapes = self.param_groups[0], {}
+        for p in (p for p in group["params"] if p.grad is not None):   # no context: no attention gradient
+            m = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)).lerp_(p.grad, 0.05)
+            shapes.setdefault(p.shape, []).append((p, p.grad.lerp(m, 0.95)))
+        for (rows, cols), pairs in shapes.items():
+            x = torch.stack([u.mT if rows > cols else u for _, u in pairs])        # (matrices, short, long)
+            x = x / x.norm(dim=(1, 2), keepdim=True).clamp_min(1e-7)
+            for _ in range(5):
+                a = x @ x.mT
+                x = 3.4445 * x + (-4.7750 * a + 2.0315 * a @ a) @ x
+            for (p, _), u in zip(pairs, x):
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(u.mT if rows > cols else u, alpha=-group["lr"] * 0.2 * max(rows, cols) ** 0.5)
 
 # === 5. Checkpoints: one file of plain things, written atomically ===========================================
 FORMAT = "posterior-icl/2"
@@ -680,7 +662,6 @@ def posterior_gap(model, prior, n_datasets=512, n_points=20, seed=12345, all_siz
                                  torch.where(b == last, 1e6, net.borders[b + 1])])
             lp_head = exact.cdf(edges).diff(dim=0)[0].clamp_min(1e-300).log() + net._log_shape(yo, b).double()
             head[rows[own], k] = (lp_exact[own] - lp_head).mean(-1)
-
     def stat(v):                    # per-dataset values -> [mean, standard error]; NaN: not measured
         v = v[~v.isnan()]
         return [v.mean().item(), (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else math.nan]

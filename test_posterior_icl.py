@@ -811,6 +811,30 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert len(train.optimizers(model, train.CONFIG)) == 1                   # by default AdamW alone
 
 
+
+def test_muon_takes_torchs_steps():
+    """posterior_icl.Muon moves each matrix as torch.optim.Muon does (ours orthogonalises in float32,
+    torch's in bfloat16: they agree to bfloat16's precision) and skips a matrix without a gradient."""
+    from posterior_icl import Muon
+    torch.manual_seed(0)
+    ours = [torch.randn(shape) for shape in [(288, 96), (96, 96), (96, 384), (96, 384), (5, 7)]]
+    ref = [w.clone() for w in ours]
+    start = [w.clone() for w in ours]
+    opts = [Muon(ours, lr=0.02, weight_decay=0.1),
+            torch.optim.Muon(ref, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")]
+    for step in range(3):
+        grads = [torch.randn_like(w) for w in ours]
+        for w, r, g in zip(ours, ref, grads):
+            w.grad, r.grad = (None, None) if step == 1 and w.shape == (5, 7) else (g, g.clone())
+        [opt.step() for opt in opts]
+    for w, r, w0 in zip(ours, ref, start):
+        moved, expected = w - w0, r - w0
+        assert (moved - expected).norm() < 0.03 * expected.norm()         # bfloat16: 8 bits
+        assert expected.norm() > 0.01                                            # a real step, not none
+    lone = torch.zeros(3, 4, requires_grad=True)
+    Muon([lone], lr=0.1).step()                                                   # no gradient: untouched
+    assert (lone == 0).all()
+
 def test_a_checkpoint_from_before_decoder_mult_and_muon_loads_and_resumes(tmp_path, monkeypatch):
     out, real = str(tmp_path / "old.pt"), train.batch
     straight, _ = train.train(**{**TINY_RUN, "steps": 4, "out": str(tmp_path / "straight.pt")})
@@ -1075,15 +1099,15 @@ def test_coarse_exact_quantiles_agree_with_the_exact_quantile():
 
 
 def test_e1b_and_e1c_networks_are_as_described():
-    """E1c: 50 … 3,200 steps, then the preset's own network, the others with a quicker final evaluation (it
+    """E1c: 25 … 1,600 steps, then the preset's own network, the others with a quicker final evaluation (it
     names nothing); E1b: seeds 0, 1, 2 of its own preset, Muon on 20-point datasets."""
     e1c, e1b = figures.e1c_networks(False), figures.PANELS["sines_and_lines_slope_abl"]["nets"](False)
-    quick = dict(final_eval_datasets=64)
-    assert [o for _, o in e1c] == [{"steps": 50 * 2**i, **quick} for i in range(7)] + [{}]
+    quick = dict(final_eval_datasets=16)
+    assert [o for _, o in e1c] == [{"steps": 25 * 2**i, **quick} for i in range(7)] + [{}]
     assert [o for _, o in e1b] == [{"seed": s} for s in (0, 1, 2)]
     name = lambda p, o: os.path.basename(train.resolve_config(["--preset", p], out="", **o)["out"])
-    assert [name("sines_lines", o) for _, o in e1c][-3:] == ["sines_lines-steps1600.pt",
-                                                             "sines_lines-steps3200.pt", "sines_lines.pt"]
+    assert [name("sines_lines", o) for _, o in e1c][-3:] == ["sines_lines-steps800.pt",
+                                                             "sines_lines-steps1600.pt", "sines_lines.pt"]
     assert [name("sines_lines_e1b", o) for _, o in e1b] == ["sines_lines_e1b.pt", "sines_lines_e1b-seed1.pt",
                                                             "sines_lines_e1b-seed2.pt"]
     cfg = train.resolve_config(["--preset", "sines_lines_e1b"])

@@ -7,7 +7,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from posterior_icl import gap_plan, get_prior, load_checkpoint, make_model, posterior_gap, save_model
+from posterior_icl import Muon, gap_plan, get_prior, load_checkpoint, make_model, posterior_gap, save_model
 
 # ---- Config: plain values, each a command-line flag -----------------------------------------------------
 CONFIG = dict(
@@ -53,9 +53,9 @@ PRESETS = {
     "sines_lines": dict(prior="sines_lines", x_freq=3.0, steps=10000, short_fraction=0.6, mid_fraction=0.25),
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
                         beta2=0.999, decoder_mult=4),      # E2; with beta2 0.95 it stayed at the prior
-    "steps": dict(prior="steps", n_points=20, steps=6000, decoder_mult=4),       # E3 (10-point prompts)
-    "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000),         # E4 (20-point prompts)
-    "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=64),                      # E5
+    "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4),       # E3 (10-point prompts)
+    "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000, final_eval_datasets=128),   # E4
+    "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=32),                      # E5
     "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
                        warmup=0.1, decoder_mult=4),                             # the paper's own size
 }
@@ -125,14 +125,14 @@ def batch(cfg, prior, step, rank=0):
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
 def optimizers(model, cfg):
-    """[AdamW]; with muon, torch's Muon takes the blocks' weight matrices: its momentum, orthogonalised, moves
-    every direction alike, and scaled to AdamW's step size it takes the same learning rate."""
+    """[AdamW]; with muon, Muon takes the blocks' weight matrices: its momentum, orthogonalised, moves every
+    direction alike, and scaled to AdamW's step size it takes the same learning rate."""
     muon = [p for n, p in model.named_parameters() if cfg["muon"] and p.dim() == 2 and n.startswith("blocks")]
     rest = [p for p in model.parameters() if all(p is not m for m in muon)]
     adamw = torch.optim.AdamW(rest, lr=cfg["lr"], betas=(0.9, cfg["beta2"]), weight_decay=cfg["weight_decay"])
     if not muon:                        # Muon refuses an empty list
         return [adamw]
-    return [adamw, torch.optim.Muon(muon, weight_decay=cfg["weight_decay"], adjust_lr_fn="match_rms_adamw")]
+    return [adamw, Muon(muon, cfg["lr"], cfg["weight_decay"])]
 def train_step(net, opts, cfg, prior, step, rank=0):
     """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
     model, (x, y, k, q) = getattr(net, "module", net), batch(cfg, prior, step, rank)   # DDP wraps the model
