@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from posterior_icl import (PRIORS, BarPredictive, BernoulliPredictive, Family, Prior, brute_force,
+from posterior_icl import (PRIORS, BarPredictive, BernoulliPredictive, Family, Muon, Prior, brute_force,
                            bucket_borders, gap_plan, get_prior, load_model, make_model, posterior_gap,
                            save_model)
 
@@ -815,7 +815,6 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
 def test_muon_takes_torchs_steps():
     """posterior_icl.Muon moves each matrix as torch.optim.Muon does (ours orthogonalises in float32,
     torch's in bfloat16: they agree to bfloat16's precision) and skips a matrix without a gradient."""
-    from posterior_icl import Muon
     torch.manual_seed(0)
     ours = [torch.randn(shape) for shape in [(288, 96), (96, 96), (96, 384), (96, 384), (5, 7)]]
     ref = [w.clone() for w in ours]
