@@ -811,7 +811,6 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert len(train.optimizers(model, train.CONFIG)) == 1                   # by default AdamW alone
 
 
-
 def test_muon_takes_torchs_steps():
     """posterior_icl.Muon moves each matrix as torch.optim.Muon does (ours orthogonalises in float32,
     torch's in bfloat16: they agree to bfloat16's precision) and skips a matrix without a gradient."""
@@ -825,7 +824,8 @@ def test_muon_takes_torchs_steps():
         grads = [torch.randn_like(w) for w in ours]
         for w, r, g in zip(ours, ref, grads):
             w.grad, r.grad = (None, None) if step == 1 and w.shape == (5, 7) else (g, g.clone())
-        [opt.step() for opt in opts]
+        for opt in opts:
+            opt.step()
     for w, r, w0 in zip(ours, ref, start):
         moved, expected = w - w0, r - w0
         assert (moved - expected).norm() < 0.03 * expected.norm()         # bfloat16: 8 bits
@@ -833,6 +833,7 @@ def test_muon_takes_torchs_steps():
     lone = torch.zeros(3, 4, requires_grad=True)
     Muon([lone], lr=0.1).step()                                                   # no gradient: untouched
     assert (lone == 0).all()
+
 
 def test_a_checkpoint_from_before_decoder_mult_and_muon_loads_and_resumes(tmp_path, monkeypatch):
     out, real = str(tmp_path / "old.pt"), train.batch
