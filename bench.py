@@ -38,7 +38,7 @@ def steps(presets, threads, n=30):
         def run(start):
             for s in range(start, start + n):
                 train.train_step(model, opts, cfg, prior, s)
-        for start in sorted({s for s, _ in train.stages(cfg) if s < cfg["steps"]}):   # each stage's first
+        for start in sorted({s for s, *_ in train.stages(cfg) if s < cfg["steps"]}):   # each stage's first
             t = Timer("run(start)", globals=locals(), num_threads=threads).blocked_autorange(min_run_time=10)
             with profile() as prof:
                 run(start)

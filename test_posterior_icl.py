@@ -603,7 +603,7 @@ import train
 
 TINY_RUN = dict(prior="sines_lines", steps=16, batch_size=4, n_points=8, short_points=4, mid_points=6,
                 d_model=32, n_layers=1, n_buckets=50, eval_every=0, eval_datasets=8, final_eval_datasets=16,
-                save_every=5, progress=False, threads=2)
+                save_every=5, progress=False, threads=2, muon=False)
 
 
 def test_training_lowers_the_gap_and_writes_a_loadable_checkpoint(tmp_path):
@@ -729,6 +729,7 @@ BAD_CALLS = [       # (what is tried, the words of its one-line answer); CLI lin
     (["--beta2", "1"], "beta2 must be a number in [0, 1)"),
     (["--mid_fraction", "0.5"], "mid_fraction must be <= 1 - short_fraction (0.6); got 0.5"),
     (["--short_fraction", "2"], "short_fraction must be a number in [0, 1]"),
+    (["--short_batch", "-1"], "short_batch must be an integer >= 0; got -1"),
     (["--seed", "-1"], "seed must be an integer in [0, 2^24)"),
     (["--pre_norm", "maybe"], "argument --pre_norm: invalid true_or_false value: 'maybe'"),
     (["--mid_points", "200"], "mid_points must be <= n_points (100) while mid_fraction > 0; got 200"),
@@ -777,11 +778,12 @@ def test_resume_with_another_priors_checkpoint_is_refused(tmp_path):
 
 
 def test_the_curriculum_has_three_stages(tmp_path, monkeypatch):
-    """sines_lines: 60% of the steps on 20-point datasets, 25% on 50, the rest on 100; the others one size."""
+    """sines_lines: 60% of the steps on 64 20-point datasets, 25% on 32 of 50, the rest on 32 of 100; the
+    others one size."""
     monkeypatch.chdir(tmp_path)
     cfg, prior = train.resolve_config([]), PRIORS["sines_lines"]
-    points = [train.batch(cfg, prior, s)[0].shape[1] for s in (0, 5999, 6000, 8499, 8500, 9999)]
-    assert points == [20, 20, 50, 50, 100, 100]
+    shapes = [tuple(train.batch(cfg, prior, s)[0].shape) for s in (0, 4199, 4200, 5949, 5950, 6999)]
+    assert shapes == [(64, 20), (64, 20), (32, 50), (32, 50), (32, 100), (32, 100)]
     cfg = train.resolve_config(["--prior", "steps"])
     assert {train.batch(cfg, PRIORS["steps"], s)[0].shape[1] for s in (0, 3000, 5999)} == {20}
 
@@ -1111,7 +1113,7 @@ def test_e1b_and_e1c_networks_are_as_described():
     assert [name("sines_lines_e1b", o) for _, o in e1b] == ["sines_lines_e1b.pt", "sines_lines_e1b-seed1.pt",
                                                             "sines_lines_e1b-seed2.pt"]
     cfg = train.resolve_config(["--preset", "sines_lines_e1b"])
-    assert cfg["muon"] and cfg["n_points"] == 20 and train.stages(cfg)[-1] == (0, 20)
+    assert cfg["muon"] and cfg["n_points"] == 20 and train.stages(cfg)[-1] == (0, 20, 32)
     fast_e1b = figures.PANELS["sines_and_lines_slope_abl"]["nets"](True)
     tiny = figures.FAST_BUDGET_NET
     assert [o for _, o in fast_e1b] == [{**tiny, "seed": s} for s in range(3)]

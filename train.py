@@ -15,6 +15,7 @@ CONFIG = dict(
     n_points=100,          # points per dataset; the context size k is uniform in 0 … n_points-1
     short_fraction=0.0, short_points=20,   # curriculum: this fraction of the steps on short_points points,
     mid_fraction=0.0, mid_points=50,       #   the next on mid_points, the rest on n_points: basics cheaply
+    short_batch=0,         # datasets per short step (0: batch_size): short steps are cheap, so take more
     max_queries=0,         # 0: the other n_points-k points are queries (the paper); else at most this many
     lr=1.5e-3, beta2=0.95,  # AdamW's β₂: 0.95 (nanoGPT's) trained our networks better than torch's 0.999
     warmup=0.05, muon=False,   # warm-up: a fraction of the steps, then cosine to 0; muon: see optimizers()
@@ -31,7 +32,7 @@ CONFIG = dict(
 RULES = [
     ("steps batch_size n_points short_points mid_points d_model n_layers head_size decoder_mult "
      "eval_datasets final_eval_datasets", lambda v, c: v >= 1, "an integer >= 1"),
-    ("max_queries threads eval_every save_every", lambda v, c: v >= 0, "an integer >= 0"),
+    ("max_queries short_batch threads eval_every save_every", lambda v, c: v >= 0, "an integer >= 0"),
     ("n_buckets", lambda v, c: v >= 2, "an integer >= 2"),
     ("seed", lambda v, c: 0 <= v < 2**24, "an integer in [0, 2^24)"),   # see batch()
     ("weight_decay grad_clip x_freq", lambda v, c: 0 <= v < math.inf, "a finite number >= 0"),
@@ -50,7 +51,8 @@ RUNTIME = "device threads eval_every eval_datasets final_eval_datasets save_ever
 SHAPE = "d_model n_layers head_size decoder_mult pre_norm count_feature x_freq n_buckets seed".split()
 # Presets: sized for each prior's figures (sines_lines: E1, E1a, E1c) and a 2-core CPU; each sets its prior.
 PRESETS = {
-    "sines_lines": dict(prior="sines_lines", x_freq=3.0, steps=10000, short_fraction=0.6, mid_fraction=0.25),
+    "sines_lines": dict(prior="sines_lines", x_freq=3.0, steps=7000, short_fraction=0.6, mid_fraction=0.25,
+                        short_batch=64, muon=True),
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
                         beta2=0.999, decoder_mult=4),      # E2; with beta2 0.95 it stayed at the prior
     "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4),       # E3 (10-point prompts)
@@ -59,10 +61,10 @@ PRESETS = {
     "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
                        warmup=0.1, decoder_mult=4),                             # the paper's own size
 }
-PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=25000)         # the same, longer
+PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=17500)         # the same, longer
 PRESETS["coins_counting"] = dict(PRESETS["coins"], count_feature=True)          # E5, able to count
 PRESETS["sines_lines_e1b"] = dict(PRESETS["sines_lines"], n_points=20, short_fraction=0.0, mid_fraction=0.0,
-                                  steps=8500, muon=True)   # E1b: 10-point prompts, 20-point datasets
+                                  steps=8500)   # E1b: 10-point prompts, 20-point datasets
 # ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):           # one line that says what is allowed, not a usage screen
@@ -112,16 +114,16 @@ def lr_at(step, cfg):
     cosine = 1 + math.cos(math.pi * (step - warm) / max(1, cfg["steps"] - warm))
     return cfg["lr"] * (step + 1) / warm if step < warm else cfg["lr"] * 0.5 * cosine
 def stages(cfg):
-    """The curriculum as [(first step, points per dataset)]: short_points, then mid_points, then n_points."""
-    short, mid = cfg["short_fraction"], cfg["short_fraction"] + cfg["mid_fraction"]    # of the steps
-    return [(0, cfg["short_points"]), (math.ceil(short * cfg["steps"]), cfg["mid_points"]),
-            (math.ceil(mid * cfg["steps"]), cfg["n_points"])]
+    """The curriculum as [(first step, points, datasets)]: short_points, then mid_points, then n_points."""
+    b, short, at = cfg["batch_size"], cfg["short_fraction"], lambda part: math.ceil(part * cfg["steps"])
+    return [(0, cfg["short_points"], cfg["short_batch"] or b), (at(short), cfg["mid_points"], b),
+            (at(short + cfg["mid_fraction"]), cfg["n_points"], b)]
 def batch(cfg, prior, step, rank=0):
     """Step `step`'s datasets x, y (B, n), context size k and query end, drawn from a generator seeded by
     (seed, rank, step): a resumed run draws what it would have drawn, whatever the number of processes."""
     g = torch.Generator().manual_seed((cfg["seed"] << 40) + (rank << 24) + step)
-    n = [points for start, points in stages(cfg) if start <= step][-1]
-    x, y = prior.sample(cfg["batch_size"], n, generator=g)
+    n, size = [(points, size) for start, points, size in stages(cfg) if start <= step][-1]
+    x, y = prior.sample(size, n, generator=g)
     k = int(torch.randint(n, (), generator=g))
     return x, y, k, min(n, k + cfg["max_queries"]) if cfg["max_queries"] else n
 def optimizers(model, cfg):
@@ -130,9 +132,7 @@ def optimizers(model, cfg):
     muon = [p for n, p in model.named_parameters() if cfg["muon"] and p.dim() == 2 and n.startswith("blocks")]
     rest = [p for p in model.parameters() if all(p is not m for m in muon)]
     adamw = torch.optim.AdamW(rest, lr=cfg["lr"], betas=(0.9, cfg["beta2"]), weight_decay=cfg["weight_decay"])
-    if not muon:                        # Muon refuses an empty list
-        return [adamw]
-    return [adamw, Muon(muon, cfg["lr"], cfg["weight_decay"])]
+    return [adamw, Muon(muon, cfg["lr"], cfg["weight_decay"])] if muon else [adamw]   # Muon refuses no params
 def train_step(net, opts, cfg, prior, step, rank=0):
     """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
     model, (x, y, k, q) = getattr(net, "module", net), batch(cfg, prior, step, rank)   # DDP wraps the model
@@ -156,8 +156,7 @@ def train(cfg=None, **overrides):
         torch.cuda.set_device(device := f"cuda:{os.environ.get('LOCAL_RANK', 0)}")     # a GPU per process
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    if cfg["threads"]:                  # 0: torch's default
-        torch.set_num_threads(cfg["threads"])
+    torch.set_num_threads(cfg["threads"] or torch.get_num_threads())     # 0: torch's default
     rank0, prior = rank == 0, get_prior(cfg["prior"])     # rank 0 alone prints, evaluates and saves
     say = print if rank0 else lambda *_: None
     say("config: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
