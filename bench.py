@@ -43,8 +43,9 @@ def steps(presets, threads, n=30):
             with profile() as prof:
                 run(start)
             got = {**dict.fromkeys(PARTS, 0), **{e.key: e.cpu_time_total for e in prof.key_averages()}}
-            print(f"{preset}, {cfg['n_layers']} x {cfg['d_model']}, batch {cfg['batch_size']}, "
-                  f"{len(train.batch(cfg, prior, start)[0][0])} points: {t.median / n * 1e3:.1f} ms per step")
+            size, points = train.batch(cfg, prior, start)[0].shape      # this stage's datasets and points
+            print(f"{preset}, {cfg['n_layers']} x {cfg['d_model']}, batch {size}, {points} points: "
+                  f"{t.median / n * 1e3:.1f} ms per step")
             print("  profiled:", " · ".join(f"{p} {got[p] / got['step']:.0%}" for p in PARTS if p != "step"))
 
 if __name__ == "__main__":

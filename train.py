@@ -55,7 +55,7 @@ PRESETS = {
                         short_batch=64, muon=True),
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
                         beta2=0.999, decoder_mult=4),      # E2; with beta2 0.95 it stayed at the prior
-    "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4),       # E3 (10-point prompts)
+    "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4, muon=True),   # E3 (10-point prompts)
     "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000, final_eval_datasets=128),   # E4
     "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=32),                      # E5
     "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
