@@ -55,7 +55,7 @@ PRESETS = {
                         short_batch=64, muon=True),
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
                         beta2=0.999, decoder_mult=4),      # E2; with beta2 0.95 it stayed at the prior
-    "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4, muon=True),   # E3 (10-point prompts)
+    "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4, muon=True),  # E3 (10-point prompts)
     "steps_updown": dict(prior="steps_updown", n_points=30, steps=6000, final_eval_datasets=128),   # E4
     "coins": dict(prior="coins", steps=2000, d_model=64, n_layers=2, batch_size=32),                      # E5
     "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
@@ -132,7 +132,7 @@ def optimizers(model, cfg):
     muon = [p for n, p in model.named_parameters() if cfg["muon"] and p.dim() == 2 and n.startswith("blocks")]
     rest = [p for p in model.parameters() if all(p is not m for m in muon)]
     adamw = torch.optim.AdamW(rest, lr=cfg["lr"], betas=(0.9, cfg["beta2"]), weight_decay=cfg["weight_decay"])
-    return [adamw, Muon(muon, cfg["lr"], cfg["weight_decay"])] if muon else [adamw]   # Muon refuses no params
+    return [adamw, Muon(muon, cfg["lr"], cfg["weight_decay"])] if muon else [adamw]   # Muon refuses []
 def train_step(net, opts, cfg, prior, step, rank=0):
     """Optimizer step `step` on its batch: points :k the context, k:q the queries -> the loss (a tensor)."""
     model, (x, y, k, q) = getattr(net, "module", net), batch(cfg, prior, step, rank)   # DDP wraps the model
