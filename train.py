@@ -52,7 +52,7 @@ SHAPE = "d_model n_layers head_size decoder_mult pre_norm count_feature x_freq n
 # Presets: sized for each prior's figures (sines_lines: E1, E1a, E1c) and a 2-core CPU; each sets its prior.
 PRESETS = {
     "sines_lines": dict(prior="sines_lines", x_freq=3.0, steps=7000, short_fraction=0.6, mid_fraction=0.25,
-                        short_batch=64, muon=True),
+                        short_batch=64, muon=True, lr=1e-3),
     "sines_phase": dict(prior="sines_phase", n_points=30, steps=4000, d_model=64, lr=1e-3, x_freq=3.0,
                         beta2=0.999, decoder_mult=4),      # E2; with beta2 0.95 it stayed at the prior
     "steps": dict(prior="steps", n_points=20, steps=7000, decoder_mult=4, muon=True),  # E3 (10-point prompts)
@@ -61,10 +61,10 @@ PRESETS = {
     "paper_size": dict(prior="sines_lines", batch_size=64, d_model=512, n_layers=8, steps=20000, lr=1e-4,
                        warmup=0.1, decoder_mult=4),                             # the paper's own size
 }
-PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=17500)         # the same, longer
+PRESETS["sines_lines_long"] = dict(PRESETS["sines_lines"], steps=17500, lr=1.5e-3)   # longer, lr as measured
 PRESETS["coins_counting"] = dict(PRESETS["coins"], count_feature=True)          # E5, able to count
 PRESETS["sines_lines_e1b"] = dict(PRESETS["sines_lines"], n_points=20, short_fraction=0.0, mid_fraction=0.0,
-                                  steps=8500)   # E1b: 10-point prompts, 20-point datasets
+                                  steps=8500, lr=1.5e-3)   # E1b: 10-point prompts, 20-point datasets
 # ---- Command line: argparse from CONFIG; defaults < preset < flags < keyword overrides ------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):           # one line that says what is allowed, not a usage screen
