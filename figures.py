@@ -1,8 +1,9 @@
-"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N]: the paper's figures, PNG and
-PDF, in --out (default figures/), their numbers in <out>/summary.md, a section each. --fast: tiny budgets,
-stamped "fast run"; --docs: also the README's four, small, in docs/."""
-import functools, itertools, math, os, pathlib, sys, time
+"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N] [--jobs N]: the paper's figures,
+PNG and PDF, in --out (default figures/), their numbers in <out>/summary.md, a section each. --fast: tiny
+budgets, stamped "fast run"; --docs: also the README's four, small, in docs/; --jobs: networks trained at once."""
+import functools, itertools, math, multiprocessing, os, pathlib, sys, time
 from collections import namedtuple
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, and the same pixels everywhere
@@ -78,8 +79,8 @@ def final_loss(history, steps, fraction=0.1):
              if s > (1 - fraction) * steps]
     return sum(n * loss for n, loss in spans) / sum(n for n, _ in spans) if spans else math.nan
 
-def trained(preset, fast=False, **overrides):
-    """`preset` with `overrides`, from its checkpoint if done and of this config, else trained or resumed."""
+def plan(preset, fast=False, **overrides):
+    """-> (config, what to do first: None if its checkpoint is done and of this config, else why it trains)."""
     path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]   # named by the overrides
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
     budget = {**FAST, **FAST_OVERRIDES.get(preset, {})} if fast else {}
@@ -87,19 +88,54 @@ def trained(preset, fast=False, **overrides):
     try:                          # a missing file, a broken one or an earlier version's: trained anew
         ckpt = load_checkpoint(path)
     except ValueError:
-        ckpt = None
-    wrong = train.mismatch(ckpt.get("train_config", {}), cfg) if ckpt else []
-    if ckpt is None or wrong:
-        print(f"{path}: trained with another {', '.join(wrong)}; retraining it" if wrong
-              else f"training {preset} for {cfg['steps']} steps -> {path}")
+        return cfg, f"training {preset} for {cfg['steps']} steps -> {path}"
+    if wrong := train.mismatch(ckpt.get("train_config", {}), cfg):
+        return cfg, f"{path}: trained with another {', '.join(wrong)}; retraining it"
+    if ckpt["step"] < cfg["steps"] or "summary" not in ckpt:       # unfinished, or stopped before its gap
+        return {**cfg, "resume": True}, f"{path}: at step {ckpt['step']} of {cfg['steps']}; resuming it"
+    return cfg, None
+
+def trained(preset, fast=False, **overrides):
+    """`preset` with `overrides`, from its checkpoint if done and of this config, else trained or resumed."""
+    cfg, todo = plan(preset, fast, **overrides)
+    if todo:
+        print(todo)
         train.train(cfg)
-    elif ckpt["step"] < cfg["steps"] or "summary" not in ckpt:       # unfinished, or stopped before its gap
-        print(f"{path}: unfinished at step {ckpt['step']} of {cfg['steps']}; resuming it")
-        train.train({**cfg, "resume": True})
+    path = cfg["out"]
     ckpt, model = load_checkpoint(path), load_model(path, prior=cfg["prior"])
     model.run = dict(path=path, steps=ckpt["step"], history=ckpt["history"], gap=ckpt["summary"]["gap"],
                      final_loss=final_loss(ckpt["history"], cfg["steps"]))
     return model
+
+def train_first(names, fast, jobs):
+    """Train the networks these figures draw that are not done, `jobs` processes at once, one torch thread
+    each: a 4 × 96 network's steps are too small to keep two threads busy, and two such processes train
+    ≈ 30% more steps per second than one with two threads (docs/RESULTS.md). One thread sums in another
+    order than two: a network may differ from train.py's in the last digits."""
+    todo = {}                                   # by checkpoint: a network several figures draw, trained once
+    for preset, overrides in (net for name in names for net in networks(name, fast)):
+        cfg, why = plan(preset, fast, **overrides)
+        if why:
+            todo.setdefault(cfg["out"], (preset, overrides))
+    if len(todo) > 1 and jobs > 1:              # else each figure trains its own, in this process
+        spawn = multiprocessing.get_context("spawn")    # a fresh interpreter: fork and OpenMP can hang
+        with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+            running = [pool.submit(trained, p, fast, threads=1, progress=False, **o) for p, o in todo.values()]
+            try:
+                for done in tqdm(as_completed(running), f"{len(todo)} networks, {jobs} at once", len(todo)):
+                    done.result()
+            except BaseException:               # Ctrl-C: each running one saves its step; no new one starts
+                pool.shutdown(cancel_futures=True)
+                raise
+
+def networks(name, fast):
+    """[(preset, overrides)]: the networks figure `name` draws."""
+    s = PANELS.get(name)
+    if s:
+        return [(s["preset"], o) for _, o in s["nets"](fast)] if "nets" in s else [(s["preset"], {})]
+    return [(p, {}) for p in {"steps_up_down_representation_is_not_enough": ["steps_updown"],
+                              "ppd_bands": [preset for _, preset, *_ in BAND_PROMPTS],
+                              "posterior_gap": GAP_PRESETS, "counting": GAP_PRESETS[4:]}.get(name, [])]
 
 def gap_text(g):            # as train.py's final evaluation measured it
     return f"{g['gap']:.4f} ± {g['se']:.4f} ({g['n_datasets']} datasets, seed {g['seed']})"
@@ -336,14 +372,14 @@ def ppd_bands(fast):
                                       BAND_LEVELS), "mean 50% width, exact / NN", "mean 90% width, exact / "
                                       "NN", "mass pruned", "exact quantiles, s"), rows)
 # --- Beyond the paper: posterior_gap (no blue or orange: elsewhere they mean exact and network) ----------
+GAP_PRESETS = ("sines_lines", "sines_phase", "steps", "steps_updown", "coins", "coins_counting")
 def posterior_gap_figure(fast):
     """Beyond the paper: NLL_network - NLL_exact (an estimate of the expected KL from the exact PPD to the
     network) from train.py's final evaluation: overall, the output head's part, and by context size."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     ax.axhline(0, color=GUIDE, ls="--", lw=1, zorder=0)
     labels, rows = [bin_label(*b) for b in GAP_BINS], []
-    for preset, color, marker in zip(("sines_lines", "sines_phase", "steps", "steps_updown", "coins",
-                                      "coins_counting"), (GREEN, RED, PURPLE, BROWN, PINK, GRAY), "osD^vP"):
+    for preset, color, marker in zip(GAP_PRESETS, (GREEN, RED, PURPLE, BROWN, PINK, GRAY), "osD^vP"):
         gap = trained(preset, fast).run["gap"]
         bins, (values, errors) = gap["bins"], zip(*gap["bins"].values())
         ax.errorbar([labels.index(b) for b in bins], values, yerr=errors, marker=marker, color=color, ms=4,
@@ -360,7 +396,7 @@ def posterior_gap_figure(fast):
 def counting(fast):
     """E5: P(y = 1) after c ones, exact posterior against the paper's network and a counting variant."""
     cs = [1, 2, 4, 8, 16, 32, 64]
-    nets = [trained(p, fast) for p in ("coins", "coins_counting")]
+    nets = [trained(p, fast) for p in GAP_PRESETS[4:]]        # coins, coins_counting
     exact, plain, count = ([f(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean.item() for c in cs]
                            for f in (PRIORS["coins"].predict, nets[0].predict, nets[1].predict))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
@@ -542,11 +578,13 @@ def main(argv=None):
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--docs", action="store_true", help="also write the README's figures into docs/")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="networks trained at once, 1 thread each (default 2)")
     try:
         args = parser.parse_args(argv)
         unknown = ", ".join(repr(n) for n in args.names if n not in FIGURES)
         for bad, why in [(unknown, f"unknown figure {unknown}; known figures: {', '.join(FIGURES)}"),
                          (args.threads < 1, f"--threads must be >= 1, got {args.threads}"),
+                         (args.jobs < 1, f"--jobs must be >= 1, got {args.jobs}"),
                          (args.docs and args.fast, "--docs takes real figures only, not --fast ones")]:
             if bad:
                 raise ValueError(why)
@@ -561,6 +599,7 @@ def main(argv=None):
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
+        train_first(args.names or list(FIGURES), args.fast, args.jobs)
         for name in args.names or list(FIGURES):
             paths, seconds = render(name, args.out, args.fast, args.docs)
             print(f"{name}: {seconds:.1f} s -> {', '.join(paths)}")
