@@ -1,6 +1,6 @@
-"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N] [--jobs N]: the paper's figures,
-PNG and PDF, in --out (default figures/), their numbers in <out>/summary.md, a section each. --fast: tiny
-budgets, stamped "fast run"; --docs: also the README's four, small, in docs/; --jobs: networks trained at once."""
+"""figures.py [NAME ...] [--list] [--fast] [--out DIR] [--docs] [--threads N] [--jobs N]: the paper's
+figures, PNG and PDF, in --out (default figures/), their numbers in <out>/summary.md, a section each. --fast:
+tiny budgets, stamped "fast run"; --docs: also the README's four, small, in docs/; --jobs: see train_first."""
 import functools, itertools, math, multiprocessing, os, pathlib, sys, time
 from collections import namedtuple
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -79,8 +79,8 @@ def final_loss(history, steps, fraction=0.1):
              if s > (1 - fraction) * steps]
     return sum(n * loss for n, loss in spans) / sum(n for n, _ in spans) if spans else math.nan
 
-def plan(preset, fast=False, **overrides):
-    """-> (config, what to do first: None if its checkpoint is done and of this config, else why it trains)."""
+def trained(preset, fast=False, **overrides):
+    """`preset` with `overrides`, from its checkpoint if done and of this config, else trained or resumed."""
     path = train.resolve_config(["--preset", preset], out="", **overrides)["out"]   # named by the overrides
     path = os.path.join("checkpoints", "fast", os.path.basename(path)) if fast else path
     budget = {**FAST, **FAST_OVERRIDES.get(preset, {})} if fast else {}
@@ -88,54 +88,34 @@ def plan(preset, fast=False, **overrides):
     try:                          # a missing file, a broken one or an earlier version's: trained anew
         ckpt = load_checkpoint(path)
     except ValueError:
-        return cfg, f"training {preset} for {cfg['steps']} steps -> {path}"
-    if wrong := train.mismatch(ckpt.get("train_config", {}), cfg):
-        return cfg, f"{path}: trained with another {', '.join(wrong)}; retraining it"
-    if ckpt["step"] < cfg["steps"] or "summary" not in ckpt:       # unfinished, or stopped before its gap
-        return {**cfg, "resume": True}, f"{path}: at step {ckpt['step']} of {cfg['steps']}; resuming it"
-    return cfg, None
-
-def trained(preset, fast=False, **overrides):
-    """`preset` with `overrides`, from its checkpoint if done and of this config, else trained or resumed."""
-    cfg, todo = plan(preset, fast, **overrides)
-    if todo:
-        print(todo)
+        ckpt = None
+    wrong = train.mismatch(ckpt.get("train_config", {}), cfg) if ckpt else []
+    if ckpt is None or wrong:
+        print(f"{path}: trained with another {', '.join(wrong)}; retraining it" if wrong
+              else f"training {preset} for {cfg['steps']} steps -> {path}")
         train.train(cfg)
-    path = cfg["out"]
+    elif ckpt["step"] < cfg["steps"] or "summary" not in ckpt:       # unfinished, or stopped before its gap
+        print(f"{path}: unfinished at step {ckpt['step']} of {cfg['steps']}; resuming it")
+        train.train({**cfg, "resume": True})
     ckpt, model = load_checkpoint(path), load_model(path, prior=cfg["prior"])
     model.run = dict(path=path, steps=ckpt["step"], history=ckpt["history"], gap=ckpt["summary"]["gap"],
                      final_loss=final_loss(ckpt["history"], cfg["steps"]))
     return model
-
 def train_first(names, fast, jobs):
-    """Train the networks these figures draw that are not done, `jobs` processes at once, one torch thread
-    each: a 4 × 96 network's steps are too small to keep two threads busy, and two such processes train
-    ≈ 30% more steps per second than one with two threads (docs/RESULTS.md). One thread sums in another
-    order than two: a network may differ from train.py's in the last digits."""
-    todo = {}                                   # by checkpoint: a network several figures draw, trained once
-    for preset, overrides in (net for name in names for net in networks(name, fast)):
-        cfg, why = plan(preset, fast, **overrides)
-        if why:
-            todo.setdefault(cfg["out"], (preset, overrides))
-    if len(todo) > 1 and jobs > 1:              # else each figure trains its own, in this process
-        spawn = multiprocessing.get_context("spawn")    # a fresh interpreter: fork and OpenMP can hang
-        with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
-            running = [pool.submit(trained, p, fast, threads=1, progress=False, **o) for p, o in todo.values()]
-            try:
-                for done in tqdm(as_completed(running), f"{len(todo)} networks, {jobs} at once", len(todo)):
-                    done.result()
-            except BaseException:               # Ctrl-C: each running one saves its step; no new one starts
-                pool.shutdown(cancel_futures=True)
-                raise
-
-def networks(name, fast):
-    """[(preset, overrides)]: the networks figure `name` draws."""
-    s = PANELS.get(name)
-    if s:
-        return [(s["preset"], o) for _, o in s["nets"](fast)] if "nets" in s else [(s["preset"], {})]
-    return [(p, {}) for p in {"steps_up_down_representation_is_not_enough": ["steps_updown"],
-                              "ppd_bands": [preset for _, preset, *_ in BAND_PROMPTS],
-                              "posterior_gap": GAP_PRESETS, "counting": GAP_PRESETS[4:]}.get(name, [])]
+    """Train the figures' networks first, `jobs` processes of one torch thread at once: a small network's step
+    keeps one core busy, not two (docs/RESULTS.md). One thread sums in another order: last digits may move."""
+    todo = [(PANELS[n]["preset"], o) for n in names if n in PANELS for _, o in PANELS[n]["nets"](fast)] + [
+        (p, {}) for p in ("coins", "coins_counting") if {"counting", "posterior_gap"} & set(names)]
+    todo = list({str(net): net for net in todo}.values())  # each once (E4's, ppd_bands' are the panels' too)
+    if len(todo) < 2 or jobs < 2:               # each figure trains its own, in this process
+        return
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))   # fork + OpenMP: hangs
+    try:
+        running = [pool.submit(trained, p, fast, threads=1, progress=False, **o) for p, o in todo]
+        for done in tqdm(as_completed(running), f"{len(todo)} networks, {jobs} at once", len(todo)):
+            done.result()                   # a finished one was only loaded
+    finally:                                    # Ctrl-C: the running ones save their step, no new one starts
+        pool.shutdown(cancel_futures=True)
 
 def gap_text(g):            # as train.py's final evaluation measured it
     return f"{g['gap']:.4f} ± {g['se']:.4f} ({g['n_datasets']} datasets, seed {g['seed']})"
@@ -259,7 +239,7 @@ PANELS = {
 def panel_figure(name, fast):
     """Draw PANELS[name]: prior samples (if any), then a panel per prompt, four panels a row."""
     s = PANELS[name]
-    labels, overrides = zip(*s["nets"](fast)) if "nets" in s else (["NN"], [{}])
+    labels, overrides = zip(*s["nets"](fast))
     models = [trained(s["preset"], fast, **o) for o in overrides]
     on = [[i] for i in range(len(models))] if s.get("paired") else [range(len(models))] * len(s["prompts"])
     prior, n_samples, n = get_prior(models[0].prior), s.get("samples", 0), len(on[0])
@@ -372,14 +352,14 @@ def ppd_bands(fast):
                                       BAND_LEVELS), "mean 50% width, exact / NN", "mean 90% width, exact / "
                                       "NN", "mass pruned", "exact quantiles, s"), rows)
 # --- Beyond the paper: posterior_gap (no blue or orange: elsewhere they mean exact and network) ----------
-GAP_PRESETS = ("sines_lines", "sines_phase", "steps", "steps_updown", "coins", "coins_counting")
 def posterior_gap_figure(fast):
     """Beyond the paper: NLL_network - NLL_exact (an estimate of the expected KL from the exact PPD to the
     network) from train.py's final evaluation: overall, the output head's part, and by context size."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     ax.axhline(0, color=GUIDE, ls="--", lw=1, zorder=0)
     labels, rows = [bin_label(*b) for b in GAP_BINS], []
-    for preset, color, marker in zip(GAP_PRESETS, (GREEN, RED, PURPLE, BROWN, PINK, GRAY), "osD^vP"):
+    for preset, color, marker in zip(("sines_lines", "sines_phase", "steps", "steps_updown", "coins",
+                                      "coins_counting"), (GREEN, RED, PURPLE, BROWN, PINK, GRAY), "osD^vP"):
         gap = trained(preset, fast).run["gap"]
         bins, (values, errors) = gap["bins"], zip(*gap["bins"].values())
         ax.errorbar([labels.index(b) for b in bins], values, yerr=errors, marker=marker, color=color, ms=4,
@@ -396,7 +376,7 @@ def posterior_gap_figure(fast):
 def counting(fast):
     """E5: P(y = 1) after c ones, exact posterior against the paper's network and a counting variant."""
     cs = [1, 2, 4, 8, 16, 32, 64]
-    nets = [trained(p, fast) for p in GAP_PRESETS[4:]]        # coins, coins_counting
+    nets = [trained(p, fast) for p in ("coins", "coins_counting")]
     exact, plain, count = ([f(torch.zeros(c), torch.ones(c), torch.zeros(1)).mean.item() for c in cs]
                            for f in (PRIORS["coins"].predict, nets[0].predict, nets[1].predict))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
@@ -570,6 +550,7 @@ FIGURES = {name: make or functools.partial(panel_figure, name) for name, make in
     ("tiny_mlp", tiny_mlp), ("coin_flip", coin_flip), ("gp_step", gp_step)]}
 for name in PANELS:
     FIGURES[name].__doc__ = PANELS[name]["doc"]
+    PANELS[name].setdefault("nets", lambda fast: [("NN", {})])      # the preset's own network
 def main(argv=None):
     parser = train._Parser(prog="figures.py", description="The paper's figures, PNG and PDF.")
     parser.add_argument("names", nargs="*", metavar="NAME", help="figures to make (default: all; see --list)")
@@ -578,13 +559,12 @@ def main(argv=None):
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")
     parser.add_argument("--docs", action="store_true", help="also write the README's figures into docs/")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--jobs", type=int, default=2, help="networks trained at once, 1 thread each (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="networks trained at once (default 2)")
     try:
         args = parser.parse_args(argv)
         unknown = ", ".join(repr(n) for n in args.names if n not in FIGURES)
         for bad, why in [(unknown, f"unknown figure {unknown}; known figures: {', '.join(FIGURES)}"),
-                         (args.threads < 1, f"--threads must be >= 1, got {args.threads}"),
-                         (args.jobs < 1, f"--jobs must be >= 1, got {args.jobs}"),
+                         (min(args.threads, args.jobs) < 1, f"--threads and --jobs must be >= 1"),
                          (args.docs and args.fast, "--docs takes real figures only, not --fast ones")]:
             if bad:
                 raise ValueError(why)

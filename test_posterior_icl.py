@@ -1029,15 +1029,23 @@ def test_figures_command_line_names(capsys, tmp_path):
     assert err.count("\n") == 1 and f"unknown figure 'coin_flp'; known figures: {known}" in err
     assert figures.main(["--threads", "0", "coin_flip"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert figures.main(["--jobs", "0", "coin_flip"]) == 2
+    assert "--threads and --jobs must be >= 1" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")                     # an output folder that cannot be made
     assert figures.main(["--out", str(tmp_path / "a_file" / "out"), "coin_flip"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot make the output folder" in err and "a_file" in err
 
 
+def no_training_here(*_, **__):
+    raise AssertionError("a figure trained a network itself: figures.train_first did not list it")
+
+
 def test_counting_figure_fast(tmp_path, monkeypatch):
-    """E5 from an empty checkpoints/: trains both coin networks (tiny budgets), draws them against Bayes."""
+    """E5 from an empty checkpoints/: trains both coin networks (tiny budgets, two processes at once),
+    draws them against Bayes."""
     monkeypatch.chdir(tmp_path)                          # fast networks go to ./checkpoints/fast: keep them
+    monkeypatch.setattr(train, "train", no_training_here)   # here only: the two processes train them
     assert figures.main(["--fast", "--threads", "1", "--out", "out", "counting"]) == 0
     assert (tmp_path / "out" / "counting.png").exists()
     assert (tmp_path / "checkpoints" / "fast" / "coins_counting.pt").exists()
@@ -1132,6 +1140,7 @@ def test_first_half_figures_fast(tmp_path, monkeypatch):
     """E1, E1a and E2 from an empty checkpoints/: tiny networks trained, figures and summary written."""
     monkeypatch.chdir(tmp_path)                          # fast networks go to ./checkpoints/fast: keep them
     names = ["sines_and_lines", "bad_priors_become_worse_with_more_conditioning", "sins"]
+    monkeypatch.setattr(train, "train", no_training_here)   # trained first, two processes at once
     assert figures.main(["--fast", "--threads", "1", "--out", "out"] + names) == 0
     for stem in names:
         assert (tmp_path / "out" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
