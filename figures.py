@@ -564,7 +564,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
         unknown = ", ".join(repr(n) for n in args.names if n not in FIGURES)
         for bad, why in [(unknown, f"unknown figure {unknown}; known figures: {', '.join(FIGURES)}"),
-                         (min(args.threads, args.jobs) < 1, f"--threads and --jobs must be >= 1"),
+                         (min(args.threads, args.jobs) < 1, "--threads and --jobs must be >= 1"),
                          (args.docs and args.fast, "--docs takes real figures only, not --fast ones")]:
             if bad:
                 raise ValueError(why)
