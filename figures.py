@@ -3,7 +3,7 @@ figures, PNG and PDF, in --out (default figures/), their numbers in <out>/summar
 tiny budgets, stamped "fast run"; --docs: also the README's four, small, in docs/; --jobs: see train_first."""
 import functools, itertools, math, multiprocessing, os, pathlib, sys, time
 from collections import namedtuple
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, and the same pixels everywhere
@@ -104,18 +104,18 @@ def trained(preset, fast=False, **overrides):
 def train_first(names, fast, jobs):
     """Train the figures' networks first, `jobs` processes of one torch thread at once: a small network's step
     keeps one core busy, not two (docs/RESULTS.md). One thread sums in another order: last digits may move."""
-    todo = [(PANELS[n]["preset"], o) for n in names if n in PANELS for _, o in PANELS[n]["nets"](fast)] + [
-        (p, {}) for p in ("coins", "coins_counting") if {"counting", "posterior_gap"} & set(names)]
-    todo = list({str(net): net for net in todo}.values())  # each once (E4's, ppd_bands' are the panels' too)
+    todo = [dict(o, preset=s["preset"]) for s in map(PANELS.get, names) if s for _, o in s["nets"](fast)]
+    todo += [dict(preset=p) for p in ("coins", "coins_counting") if {"counting", "posterior_gap"} & {*names}]
+    todo, running = list({str(net): net for net in todo}.values()), set()   # each once (E4's: the panels')
     if len(todo) < 2 or jobs < 2:               # each figure trains its own, in this process
         return
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))   # fork + OpenMP: hangs
-    try:
-        running = [pool.submit(trained, p, fast, threads=1, progress=False, **o) for p, o in todo]
-        for done in tqdm(as_completed(running), f"{len(todo)} networks, {jobs} at once", len(todo)):
-            done.result()                   # a finished one was only loaded
-    finally:                                    # Ctrl-C: the running ones save their step, no new one starts
-        pool.shutdown(cancel_futures=True)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=len(todo), desc=f"{len(todo)} networks, {jobs} at once") as bar:   # fork: OpenMP hangs
+        while todo or running:      # never more than `jobs` handed out: after Ctrl-C none waits to start
+            while todo and len(running) < jobs:
+                running.add(pool.submit(trained, fast=fast, threads=1, progress=False, **todo.pop(0)))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            bar.update(len([future.result() for future in done]))    # result(): a worker's error, raised here
 
 def gap_text(g):            # as train.py's final evaluation measured it
     return f"{g['gap']:.4f} ± {g['se']:.4f} ({g['n_datasets']} datasets, seed {g['seed']})"
